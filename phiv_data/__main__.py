@@ -1,0 +1,3 @@
+from phiv_data.cli import main
+
+main()
