@@ -1,0 +1,1 @@
+"""Media helpers: image inspection and checks, video frame sampling backends."""
