@@ -52,13 +52,13 @@ def find_special_text(text: str) -> list[str]:
     return SPECIAL_TEXT_PATTERN.findall(text)
 
 
-def hd_grid(width: int, height: int, num_crops: int = DEFAULT_NUM_CROPS) -> tuple[int, int]:
-    """Size in pixels ``(height, width)`` of the padded image the processor produces.
+def hd_resized_size(width: int, height: int,
+                    num_crops: int = DEFAULT_NUM_CROPS) -> tuple[int, int]:
+    """Size ``(width, height)`` the processor resizes an image to, before padding.
 
     Follows the reference HD transform: transpose portrait images, pick the largest scale
-    ``s`` with ``s * ceil(s / ratio) <= num_crops``, resize to width ``s*336`` (height in
-    floating point, ``int(s*336/ratio)``, at least 1 pixel), pad the height up to a
-    multiple of 336, transpose back.
+    ``s`` with ``s * ceil(s / ratio) <= num_crops``, resize to width ``s*336`` and height
+    ``int(s*336/ratio)`` computed in floating point (at least 1 pixel), transpose back.
 
     Args:
         width: image width in pixels (after EXIF rotation, if any).
@@ -66,7 +66,8 @@ def hd_grid(width: int, height: int, num_crops: int = DEFAULT_NUM_CROPS) -> tupl
         num_crops: the most 336-pixel crops per image (1..).
 
     Returns:
-        ``(padded_height, padded_width)``, both multiples of 336.
+        ``(resized_width, resized_height)`` in the image's own orientation; the long side
+        is a multiple of 336, the short side is padded up to one by :func:`hd_grid`.
 
     Raises:
         ValueError: on a non-positive size or ``num_crops < 1``.
@@ -84,10 +85,31 @@ def hd_grid(width: int, height: int, num_crops: int = DEFAULT_NUM_CROPS) -> tupl
         scale += 1
     new_width = scale * CROP_SIZE
     new_height = max(1, int(new_width / ratio))
-    padded_height = math.ceil(new_height / CROP_SIZE) * CROP_SIZE
     if transposed:
-        return new_width, padded_height
-    return padded_height, new_width
+        return new_height, new_width
+    return new_width, new_height
+
+
+def hd_grid(width: int, height: int, num_crops: int = DEFAULT_NUM_CROPS) -> tuple[int, int]:
+    """Size in pixels ``(height, width)`` of the padded image the processor produces.
+
+    The size of :func:`hd_resized_size` with its short side padded (white, centred) up to
+    a multiple of 336.
+
+    Args:
+        width: image width in pixels (after EXIF rotation, if any).
+        height: image height in pixels.
+        num_crops: the most 336-pixel crops per image (1..).
+
+    Returns:
+        ``(padded_height, padded_width)``, both multiples of 336.
+
+    Raises:
+        ValueError: on a non-positive size or ``num_crops < 1``.
+    """
+    resized_width, resized_height = hd_resized_size(width, height, num_crops)
+    return (math.ceil(resized_height / CROP_SIZE) * CROP_SIZE,
+            math.ceil(resized_width / CROP_SIZE) * CROP_SIZE)
 
 
 def image_token_count(width: int, height: int, num_crops: int = DEFAULT_NUM_CROPS) -> int:
