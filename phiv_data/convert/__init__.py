@@ -8,5 +8,9 @@ function from one native row to one record.
 
 from __future__ import annotations
 
-CONVERTERS: dict[str, str] = {}
+CONVERTERS: dict[str, str] = {
+    "docvqa": "phiv_data.convert.docvqa",
+    "nlvr2": "phiv_data.convert.nlvr2",
+    "hateful-memes": "phiv_data.convert.hateful_memes",
+}
 """Dataset name -> module path (imported lazily so that the CLI starts fast)."""
