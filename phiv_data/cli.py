@@ -73,6 +73,80 @@ def schema_command(
     sys.stdout.buffer.write(render(schema_documents()["record.schema.json"]))
 
 
+def _print_interop_reports(reports: list[Any], max_issues: int) -> None:
+    shown = 0
+    for report in reports:
+        for issue in report.issues:
+            if shown < max_issues:
+                typer.echo(str(issue), err=True)
+            shown += 1
+    if shown > max_issues:
+        typer.echo(f"... {shown - max_issues} more problem(s) in the *-report.json files",
+                   err=True)
+    for report in reports:
+        typer.echo(report.summary())
+        for note in report.notes:
+            typer.echo(f"  note: {note}")
+        for output in report.outputs:
+            typer.echo(f"  wrote {output}")
+
+
+FormatArgument = Annotated[str, typer.Argument(
+    metavar="FORMAT", help="llava (LLaVA JSON), sharegpt (ShareGPT / LLaMA-Factory JSON) or "
+                           "hf (Hugging Face datasets: parquet or save_to_disk).")]
+StrictOption = Annotated[bool, typer.Option(
+    "--strict", help="Fail, writing nothing, when any row is left out or changed (by default "
+                     "such rows are reported, counted and kept in a *-rejected.ndjson file).")]
+MaxErrorsOption = Annotated[int, typer.Option(help="Print at most this many row problems.")]
+
+
+@app.command("import")
+def import_command(
+    format_name: FormatArgument,
+    files: Annotated[list[Path], typer.Argument(metavar="FILE...", help="Files to import.")],
+    out: Annotated[Path, typer.Option(help="Output folder for the phiv shards and manifest.")],
+    images_root: Annotated[Path | None, typer.Option(
+        help="Folder the image paths are relative to (default: each input file's folder).")]
+    = None,
+    strict: StrictOption = False,
+    max_errors: MaxErrorsOption = 50,
+) -> None:
+    """Import LLaVA, ShareGPT/LLaMA-Factory or Hugging Face data as phiv shards.
+
+    Writes OUT/<stem>.jsonl per input and OUT/manifest.json; then run `phiv-data validate`.
+    """
+    from phiv_data.interop import import_files
+
+    _print_interop_reports(import_files(format_name, files, out, images_root=images_root,
+                                        strict=strict), max_errors)
+
+
+@app.command("export")
+def export_command(
+    format_name: FormatArgument,
+    files: Annotated[list[Path], typer.Argument(metavar="FILE...", help="phiv shards.")],
+    out: Annotated[Path, typer.Option(help="Output folder: one data file per input.")],
+    images_root: Annotated[Path | None, typer.Option(
+        help="The shards' images root (default: from the manifest, else images/ beside "
+             "each file).")] = None,
+    images: Annotated[str, typer.Option(
+        help="link: hard-link images into OUT (copy where linking fails); copy; none: "
+             "write their paths only (relative to the images root). hf always embeds them.")]
+    = "link",
+    hf_layout: Annotated[str, typer.Option(
+        help="hf only: parquet (OUT/<stem>.parquet) or disk (save_to_disk into OUT/<stem>/).")]
+    = "parquet",
+    strict: StrictOption = False,
+    max_errors: MaxErrorsOption = 50,
+) -> None:
+    """Export phiv shards to LLaVA, ShareGPT/LLaMA-Factory or Hugging Face data."""
+    from phiv_data.interop import ExportOptions, export_files
+
+    options = ExportOptions(images=images, hf_layout=hf_layout)
+    _print_interop_reports(export_files(format_name, files, out, images_root=images_root,
+                                        options=options, strict=strict), max_errors)
+
+
 def main() -> None:
     """Console-script entry point."""
     app(prog_name="phiv-data")
