@@ -16,6 +16,7 @@ import click
 import typer
 from typer.core import TyperGroup
 
+from phiv_data.convert import prompts
 from phiv_data.errors import PhivError
 
 
@@ -145,6 +146,103 @@ def export_command(
     options = ExportOptions(images=images, hf_layout=hf_layout)
     _print_interop_reports(export_files(format_name, files, out, images_root=images_root,
                                         options=options, strict=strict), max_errors)
+
+
+# --- phiv-data convert docvqa | nlvr2 | hateful-memes ---------------------------------------
+
+NativeSrcOption = Annotated[Path, typer.Option(
+    "--src", help="The dataset folder as distributed (annotation files under their native "
+                  "names, images beside them); every split found is converted.")]
+NativeOutOption = Annotated[Path, typer.Option(
+    "--out", help="Output folder: <dataset>_<split>.jsonl, images/ and manifest.json. Rerun "
+                  "the same command into it to resume.")]
+NativeWorkersOption = Annotated[int | None, typer.Option(
+    "--workers", min=1, help="Worker processes (default: every usable core).")]
+NativeStrictOption = Annotated[bool, typer.Option(
+    "--strict", help="Fail at the first row that cannot be converted (missing or unreadable "
+                     "image, bad row); by default such rows are reported and counted.")]
+NativeLinkOption = Annotated[bool, typer.Option(
+    "--link", help="Hard-link images into OUT/images instead of copying them (falls back to "
+                   "a copy across filesystems).")]
+NativeShardsOption = Annotated[int, typer.Option(
+    "--num-shards", min=1, help="Fan out: split the work into this many parts...")]
+NativeIndexOption = Annotated[int, typer.Option(
+    "--shard-index", min=0, help="...and convert this one (0-based); join the parts after.")]
+NativeProgressOption = Annotated[bool | None, typer.Option(
+    "--progress/--no-progress", help="Progress on stderr (default: on runs over 2 s).")]
+
+
+def _prompt_option(field: str, default: str) -> Any:
+    return typer.Option("--prompt-template", help=(
+        f"The user text, with the field {{{field}}} (default: {default!r}). Images are "
+        "placed before it automatically."))
+
+
+def _convert_native(dataset: str, src: Path, out: Path, prompt_template: str | None,
+                    link: bool, workers: int | None, strict: bool, num_shards: int,
+                    shard_index: int, progress: bool | None) -> None:
+    import importlib
+
+    from phiv_data.convert import CONVERTERS
+    from phiv_data.convert.framework import RunOptions
+
+    module = importlib.import_module(CONVERTERS[dataset])
+    options = module.Options(link=link) if prompt_template is None else module.Options(
+        prompt=prompt_template, link=link)
+    run = RunOptions(workers=workers, strict=strict, num_shards=num_shards,
+                     shard_index=shard_index, progress=progress,
+                     command=" ".join(["phiv-data", *sys.argv[1:]]))
+    typer.echo(module.convert(src, out, options, run).summary())
+
+
+@convert_app.command("docvqa")
+def convert_docvqa_command(
+    src: NativeSrcOption, out: NativeOutOption,
+    prompt_template: Annotated[str | None, _prompt_option("question", prompts.DOCVQA_PROMPT)] = None,
+    link: NativeLinkOption = False, workers: NativeWorkersOption = None,
+    strict: NativeStrictOption = False, num_shards: NativeShardsOption = 1,
+    shard_index: NativeIndexOption = 0, progress: NativeProgressOption = None,
+) -> None:
+    """DocVQA ({train,val,test}_v1.0[_withQT].json + documents/, or parquet copies).
+
+    One record per question: the page, the question, the first answer (all answers in
+    meta); test questions (no answers) become unlabeled evaluation records.
+    """
+    _convert_native("docvqa", src, out, prompt_template, link, workers, strict, num_shards,
+                    shard_index, progress)
+
+
+@convert_app.command("nlvr2")
+def convert_nlvr2_command(
+    src: NativeSrcOption, out: NativeOutOption,
+    prompt_template: Annotated[str | None, _prompt_option("sentence", prompts.NLVR2_PROMPT)] = None,
+    link: NativeLinkOption = False, workers: NativeWorkersOption = None,
+    strict: NativeStrictOption = False, num_shards: NativeShardsOption = 1,
+    shard_index: NativeIndexOption = 0, progress: NativeProgressOption = None,
+) -> None:
+    """NLVR2 ({train,dev,test1,test2}.json + images/<split>/, or parquet copies).
+
+    One record per sentence: left and right image, the sentence, "True" or "False".
+    """
+    _convert_native("nlvr2", src, out, prompt_template, link, workers, strict, num_shards,
+                    shard_index, progress)
+
+
+@convert_app.command("hateful-memes")
+def convert_hateful_memes_command(
+    src: NativeSrcOption, out: NativeOutOption,
+    prompt_template: Annotated[str | None, _prompt_option("text", prompts.HATEFUL_MEMES_PROMPT)] = None,
+    link: NativeLinkOption = False, workers: NativeWorkersOption = None,
+    strict: NativeStrictOption = False, num_shards: NativeShardsOption = 1,
+    shard_index: NativeIndexOption = 0, progress: NativeProgressOption = None,
+) -> None:
+    """Hateful Memes (train/dev_seen/dev_unseen/test_seen/test_unseen.jsonl + img/).
+
+    One record per meme: the image, its text unchanged in the prompt, "yes" (hateful) or
+    "no"; rows without a label become unlabeled evaluation records.
+    """
+    _convert_native("hateful-memes", src, out, prompt_template, link, workers, strict,
+                    num_shards, shard_index, progress)
 
 
 def main() -> None:

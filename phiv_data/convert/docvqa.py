@@ -95,6 +95,10 @@ class DocVQAOptions:
     link: bool = False
 
 
+Options = DocVQAOptions
+"""The options class under a common name (the CLI uses it)."""
+
+
 @dataclass
 class SplitSource:
     """The files one split is read from."""

@@ -88,6 +88,10 @@ class HatefulMemesOptions:
     link: bool = False
 
 
+Options = HatefulMemesOptions
+"""The options class under a common name (the CLI uses it)."""
+
+
 @dataclass
 class SplitSource:
     """The file one split is read from."""

@@ -96,6 +96,10 @@ class NLVR2Options:
     link: bool = False
 
 
+Options = NLVR2Options
+"""The options class under a common name (the CLI uses it)."""
+
+
 @dataclass
 class SplitSource:
     """The files one split is read from."""
