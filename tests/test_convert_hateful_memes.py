@@ -1,0 +1,139 @@
+"""Hateful Memes converter: every file name, zero-padded ids, labels decided by rows, text
+kept character for character, shared dev records, shared images, bad rows."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import orjson
+import pytest
+
+from native_factories import TRICKY_TEXT, make_hateful_memes_tree
+from phiv_data.convert.framework import RunOptions
+from phiv_data.convert.hateful_memes import (
+    HatefulMemesOptions,
+    convert,
+    hateful_memes_record,
+    meme_id,
+)
+from phiv_data.convert.native_io import RowProblem
+from phiv_data.convert.prompts import HATEFUL_MEMES_PROMPT
+from phiv_data.shards import load_manifest, read_records
+
+ONE = RunOptions(workers=1, progress=False)
+
+
+def records(path: Path) -> list:
+    return [record for _, record in read_records(path)]
+
+
+def test_docstring_example_is_what_the_row_function_returns():
+    row = {"id": "08291", "img": "img/08291.png", "label": 1,
+           "text": "white people is this a shooting range"}
+    record = hateful_memes_record(row, record_id="dev_seen-0000000000", image="img/08291.png")
+    assert record.to_json_dict() == {
+        "id": "dev_seen-0000000000", "source": "hateful_memes",
+        "conversations": [{"images": ["img/08291.png"],
+                           "user": "The text on this meme reads: white people is this a "
+                                   "shooting range\nIs this meme hateful? Answer yes or no.",
+                           "assistant": "yes"}],
+        "meta": {"id": "08291"}}
+
+
+def test_every_file_converts_and_labels_are_decided_by_rows(tmp_path):
+    tree = make_hateful_memes_tree(tmp_path / "src")
+    report = convert(tmp_path / "src", tmp_path / "out", run=ONE)
+    out = tmp_path / "out"
+    assert report.records == {"train": 4, "dev_seen": 3, "dev_unseen": 3, "test_seen": 2,
+                              "test_unseen": 2} and not report.skipped
+    for split, rows in tree.rows.items():
+        for record, row in zip(records(out / f"hateful_memes_{split}.jsonl"), rows):
+            assert record.meta == {"id": row["id"]}
+            assert isinstance(record.meta["id"], str) and len(record.meta["id"]) == 5
+            expected = {1: "yes", 0: "no"}.get(row.get("label"))
+            assert record.conversations[0].assistant == expected
+            assert record.conversations[0].images == [row["img"]]
+    shards = {shard.split: shard.unlabeled for shard in load_manifest(out).shards}
+    # test_seen has no labels; test_unseen (a final release) has them and stays labelled
+    assert shards == {"train": 0, "dev_seen": 0, "dev_unseen": 0, "test_seen": 2,
+                      "test_unseen": 0}
+    # each meme image written once, shared by every split that uses it
+    assert len(list((out / "images" / "img").iterdir())) == len(tree.images) == 13
+
+
+def test_text_is_kept_character_for_character(tmp_path):
+    make_hateful_memes_tree(tmp_path / "src")
+    convert(tmp_path / "src", tmp_path / "out", run=ONE)
+    raw = (tmp_path / "out" / "hateful_memes_train.jsonl").read_bytes().split(b"\n")[0]
+    user = orjson.loads(raw)["conversations"][0]["user"]
+    assert user == HATEFUL_MEMES_PROMPT.format(text=TRICKY_TEXT)
+    assert TRICKY_TEXT in user and user.count("\u0000") == 1
+    assert b"\\u0000" in raw and b"\\u001b" in raw  # control characters JSON-escaped
+
+
+def test_shared_dev_records_are_reported(tmp_path):
+    tree = make_hateful_memes_tree(tmp_path / "src", shared_dev=2)
+    report = convert(tmp_path / "src", tmp_path / "out", run=ONE)
+    shared = [row["id"] for row in tree.rows["dev_seen"][:2]]
+    (note,) = [note for note in report.notes if "dev_seen and dev_unseen share" in note]
+    assert note == (f"dev_seen and dev_unseen share 2 records by id (2 identical, 0 differing: "
+                    f"{', '.join(sorted(shared))})")
+    assert note in load_manifest(tmp_path / "out").report["notes"]
+
+
+def test_older_file_names_and_integer_ids(tmp_path):
+    make_hateful_memes_tree(tmp_path / "src", files={"train": 2, "dev": 2, "test": 1})
+    path = tmp_path / "src" / "dev.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    rows[0]["id"] = int(rows[0]["id"])  # an integer id loses its leading zeros
+    path.write_text("".join(json.dumps(row) + "\r\n" for row in rows))  # CRLF too
+    report = convert(tmp_path / "src", tmp_path / "out", run=ONE)
+    assert report.records == {"train": 2, "dev": 2, "test": 1}
+    dev = records(tmp_path / "out" / "hateful_memes_dev.jsonl")
+    assert dev[0].meta["id"] == Path(rows[0]["img"]).stem and dev[0].meta["id"].startswith("0")
+    assert not any("share" in note for note in report.notes)
+
+
+def test_meme_id_rules():
+    assert meme_id({"id": "01235"}) == "01235"
+    assert meme_id({"id": 1235, "img": "img/01235.png"}) == "01235"
+    assert meme_id({"id": 1235, "img": "img/other.png"}) == "01235"
+    with pytest.raises(RowProblem, match="zero-padded string"):
+        meme_id({"id": None})
+
+
+def test_bad_rows_are_reported_with_file_and_line(tmp_path):
+    make_hateful_memes_tree(tmp_path / "src", files={"train": 3})
+    path = tmp_path / "src" / "train.jsonl"
+    # split on "\n" only: the first line's text holds U+2028 and U+0085, written unescaped
+    lines = path.read_text(encoding="utf-8").split("\n")[:-1]
+    row = json.loads(lines[1])
+    row["text"] = "hi <|user|> there"
+    lines[1] = json.dumps(row)
+    lines.append('{"id": "99999", "img": "img/99999.png", "label": 0, "text": "gone"}')
+    lines.append('{"id": "99998", "img": "img/00001.png", "label": 7, "text": "x"}')
+    lines.append('{"id": "99997", "img": "img/00001.png", "text": "bad \\ud800 text"}')
+    lines.append('{"id": "99996", "img": "img/00001.png", "text": "raw\ttab"}')
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    report = convert(tmp_path / "src", tmp_path / "out", run=ONE)
+    assert [(entry.where, entry.reason) for entry in report.skipped] == [
+        ("train.jsonl:2", "special-token-text"), ("train.jsonl:4", "missing-image"),
+        ("train.jsonl:5", "invalid-row"), ("train.jsonl:6", "unparseable-row")]
+    assert "lone surrogate" in report.skipped[-1].detail
+    written = records(tmp_path / "out" / "hateful_memes_train.jsonl")
+    # a raw (unescaped) tab inside the JSON string is accepted and kept
+    assert written[-1].conversations[0].user.startswith("The text on this meme reads: raw\ttab")
+    assert written[-1].conversations[0].assistant is None
+
+
+def test_empty_text_and_custom_prompt(tmp_path):
+    make_hateful_memes_tree(tmp_path / "src", files={"train": 1})
+    path = tmp_path / "src" / "train.jsonl"
+    row = json.loads(path.read_text())
+    row["text"] = ""
+    path.write_text(json.dumps(row) + "\n")
+    convert(tmp_path / "src", tmp_path / "out",
+            HatefulMemesOptions(prompt="Meme says: «{text}». Hateful?"), run=ONE)
+    (record,) = records(tmp_path / "out" / "hateful_memes_train.jsonl")
+    assert record.conversations[0].user == "Meme says: «». Hateful?"
