@@ -12,5 +12,6 @@ CONVERTERS: dict[str, str] = {
     "docvqa": "phiv_data.convert.docvqa",
     "nlvr2": "phiv_data.convert.nlvr2",
     "hateful-memes": "phiv_data.convert.hateful_memes",
+    "ucf101": "phiv_data.convert.ucf101",
 }
 """Dataset name -> module path (imported lazily so that the CLI starts fast)."""

@@ -129,6 +129,10 @@ def _init_worker(process: Callable[[WorkItem], Any], images_root: Path, tmp: Pat
     _worker["writer"] = MediaWriter(images_root, tmp)
 
 
+def _ping() -> bool:
+    return True
+
+
 def _work(position: int, item: WorkItem) -> Entry:
     return run_item(_worker["process"], item, position, _worker["writer"])
 
@@ -159,8 +163,16 @@ def execute(plan: Plan, todo: list[int], images_root: Path, tmp: Path,
     context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
 
     def new_pool() -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
+        pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
                                    initargs=(plan.process, images_root, tmp))
+        try:  # a pool that cannot start must not be mistaken for items crashing it
+            pool.submit(_ping).result()
+        except BrokenProcessPool:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise PhivError("worker processes could not start (see the messages above)",
+                            hint="rerun with --workers 1; from Python, run the conversion "
+                            "from an importable script, not from stdin") from None
+        return pool
 
     queue, suspects = deque(todo), deque[int]()
     window = workers * 4
