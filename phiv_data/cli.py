@@ -168,6 +168,10 @@ NativeShardsOption = Annotated[int, typer.Option(
     "--num-shards", min=1, help="Fan out: split the work into this many parts...")]
 NativeIndexOption = Annotated[int, typer.Option(
     "--shard-index", min=0, help="...and convert this one (0-based); join the parts after.")]
+NativeCheckOption = Annotated[str, typer.Option(
+    "--check-images", help="How each image is checked before it is written: decode (every "
+                           "pixel, as `phiv-data validate --check-images decode`) or verify "
+                           "(PNG chunk checksums without inflating, much faster on big pages).")]
 NativeProgressOption = Annotated[bool | None, typer.Option(
     "--progress/--no-progress", help="Progress on stderr (default: on runs over 2 s).")]
 
@@ -179,16 +183,18 @@ def _prompt_option(field: str, default: str) -> Any:
 
 
 def _convert_native(dataset: str, src: Path, out: Path, prompt_template: str | None,
-                    link: bool, workers: int | None, strict: bool, num_shards: int,
-                    shard_index: int, progress: bool | None) -> None:
+                    link: bool, check_images: str, workers: int | None, strict: bool,
+                    num_shards: int, shard_index: int, progress: bool | None) -> None:
     import importlib
 
     from phiv_data.convert import CONVERTERS
     from phiv_data.convert.framework import RunOptions
 
     module = importlib.import_module(CONVERTERS[dataset])
-    options = module.Options(link=link) if prompt_template is None else module.Options(
-        prompt=prompt_template, link=link)
+    chosen: dict[str, Any] = {"link": link, "check": check_images}
+    if prompt_template is not None:
+        chosen["prompt"] = prompt_template
+    options = module.Options(**chosen)
     run = RunOptions(workers=workers, strict=strict, num_shards=num_shards,
                      shard_index=shard_index, progress=progress,
                      command=" ".join(["phiv-data", *sys.argv[1:]]))
@@ -199,7 +205,8 @@ def _convert_native(dataset: str, src: Path, out: Path, prompt_template: str | N
 def convert_docvqa_command(
     src: NativeSrcOption, out: NativeOutOption,
     prompt_template: Annotated[str | None, _prompt_option("question", prompts.DOCVQA_PROMPT)] = None,
-    link: NativeLinkOption = False, workers: NativeWorkersOption = None,
+    link: NativeLinkOption = False, check_images: NativeCheckOption = "decode",
+    workers: NativeWorkersOption = None,
     strict: NativeStrictOption = False, num_shards: NativeShardsOption = 1,
     shard_index: NativeIndexOption = 0, progress: NativeProgressOption = None,
 ) -> None:
@@ -208,15 +215,16 @@ def convert_docvqa_command(
     One record per question: the page, the question, the first answer (all answers in
     meta); test questions (no answers) become unlabeled evaluation records.
     """
-    _convert_native("docvqa", src, out, prompt_template, link, workers, strict, num_shards,
-                    shard_index, progress)
+    _convert_native("docvqa", src, out, prompt_template, link, check_images, workers, strict,
+                    num_shards, shard_index, progress)
 
 
 @convert_app.command("nlvr2")
 def convert_nlvr2_command(
     src: NativeSrcOption, out: NativeOutOption,
     prompt_template: Annotated[str | None, _prompt_option("sentence", prompts.NLVR2_PROMPT)] = None,
-    link: NativeLinkOption = False, workers: NativeWorkersOption = None,
+    link: NativeLinkOption = False, check_images: NativeCheckOption = "decode",
+    workers: NativeWorkersOption = None,
     strict: NativeStrictOption = False, num_shards: NativeShardsOption = 1,
     shard_index: NativeIndexOption = 0, progress: NativeProgressOption = None,
 ) -> None:
@@ -224,15 +232,16 @@ def convert_nlvr2_command(
 
     One record per sentence: left and right image, the sentence, "True" or "False".
     """
-    _convert_native("nlvr2", src, out, prompt_template, link, workers, strict, num_shards,
-                    shard_index, progress)
+    _convert_native("nlvr2", src, out, prompt_template, link, check_images, workers, strict,
+                    num_shards, shard_index, progress)
 
 
 @convert_app.command("hateful-memes")
 def convert_hateful_memes_command(
     src: NativeSrcOption, out: NativeOutOption,
     prompt_template: Annotated[str | None, _prompt_option("text", prompts.HATEFUL_MEMES_PROMPT)] = None,
-    link: NativeLinkOption = False, workers: NativeWorkersOption = None,
+    link: NativeLinkOption = False, check_images: NativeCheckOption = "decode",
+    workers: NativeWorkersOption = None,
     strict: NativeStrictOption = False, num_shards: NativeShardsOption = 1,
     shard_index: NativeIndexOption = 0, progress: NativeProgressOption = None,
 ) -> None:
@@ -241,8 +250,154 @@ def convert_hateful_memes_command(
     One record per meme: the image, its text unchanged in the prompt, "yes" (hateful) or
     "no"; rows without a label become unlabeled evaluation records.
     """
-    _convert_native("hateful-memes", src, out, prompt_template, link, workers, strict,
-                    num_shards, shard_index, progress)
+    _convert_native("hateful-memes", src, out, prompt_template, link, check_images, workers,
+                    strict, num_shards, shard_index, progress)
+
+
+# --- phiv-data convert ucf101 | join | demo -------------------------------------------------
+
+
+@convert_app.command("ucf101")
+def convert_ucf101_command(
+    src: Annotated[Path, typer.Option("--src", help="UCF-101 videos: the recipe's subset "
+                                      "(train/val/test/<Class>/*.avi) or the official release "
+                                      "(<Class>/*.avi + ucfTrainTestlist/); detected.")],
+    out: NativeOutOption,
+    frames: Annotated[int, typer.Option(min=1, help="Frames sampled per video.")] = 8,
+    sampling: Annotated[str, typer.Option(help="uniform: floor(k*T/N), the recipe's; center: "
+                                          "the middle frame of N equal segments.")] = "uniform",
+    backend: Annotated[str, typer.Option(help="auto, pyav, opencv or decord (same frames).")
+                       ] = "auto",
+    max_side: Annotated[int | None, typer.Option(min=1, help="Shrink frames whose longer side "
+                                                 "exceeds this (default: original size).")] = None,
+    jpeg_quality: Annotated[int, typer.Option(min=1, max=95, help="JPEG quality (75 is the "
+                                              "recipe's).")] = 75,
+    classes: Annotated[str | None, typer.Option(help="Comma-separated classes to keep (the "
+                                                "prompt lists only them).")] = None,
+    fold: Annotated[int, typer.Option(min=1, max=3, help="Official layout: split list 1-3.")] = 1,
+    val_groups: Annotated[int, typer.Option(min=0, help="Official layout: the highest N train "
+                                            "groups become val (whole groups).")] = 2,
+    short_videos: Annotated[str, typer.Option(help="Videos with fewer than --frames frames: "
+                                              "repeat frames, or skip them.")] = "repeat",
+    prompt_template: Annotated[str | None, _prompt_option("classes", prompts.UCF101_PROMPT)
+                               ] = None,
+    workers: NativeWorkersOption = None, strict: NativeStrictOption = False,
+    num_shards: NativeShardsOption = 1, shard_index: NativeIndexOption = 0,
+    progress: NativeProgressOption = None,
+) -> None:
+    """UCF-101 videos -> 8 sampled JPEG frames per video and one record each (resumable).
+
+    Writes OUT/images/{split}/{Class}/{stem}.{k}.jpg, OUT/ucf101_{split}.jsonl and
+    OUT/manifest.json; unreadable videos are reported and skipped.
+    """
+    from phiv_data.convert import ucf101
+    from phiv_data.convert.framework import RunOptions
+
+    options = ucf101.Options(
+        frames=frames, sampling=sampling, backend=backend, max_side=max_side,
+        jpeg_quality=jpeg_quality, fold=fold, val_groups=val_groups, short_videos=short_videos,
+        classes=tuple(name.strip() for name in classes.split(",") if name.strip())
+        if classes else None,
+        prompt_template=prompt_template or prompts.UCF101_PROMPT)
+    plan = ucf101.build_plan(src, options)
+    for note in plan.notes:
+        typer.echo(f"ucf101: {note}", err=True)
+    run = RunOptions(workers=workers, strict=strict, num_shards=num_shards,
+                     shard_index=shard_index, progress=progress,
+                     command=" ".join(["phiv-data", *sys.argv[1:]]))
+    typer.echo(ucf101.convert(src, out, run=run, plan=plan).summary(notes=False))
+
+
+@app.command("join")
+def join_command(
+    parts: Annotated[list[Path], typer.Argument(help="The part directories written with "
+                                                "--num-shards K --shard-index i.")],
+    out: Annotated[Path, typer.Option("--out", help="The joined dataset directory.")],
+    mode: Annotated[str, typer.Option(help="link: hard-link images (copy across filesystems); "
+                                      "copy; move: take them out of the parts.")] = "link",
+) -> None:
+    """Join the parts of a fanned-out conversion into one dataset with one manifest."""
+    from phiv_data.convert.join import join_parts
+
+    report = join_parts(parts, out, mode=mode, command=" ".join(["phiv-data", *sys.argv[1:]]))
+    typer.echo(report.summary(notes=False))
+
+
+@app.command("demo")
+def demo_command(
+    out: Annotated[Path, typer.Option("--out", help="Where to build the demo.")
+                   ] = Path("phiv-demo"),
+    workers: NativeWorkersOption = None,
+) -> None:
+    """Build a small UCF-101-style tree of synthetic videos, convert it, validate it."""
+    from phiv_data.demo import run_demo
+
+    run_demo(out, workers=workers, echo=typer.echo)
+
+
+@app.command("validate")
+def validate_command(
+    paths: Annotated[list[Path] | None, typer.Argument(
+        help="JSONL files, or directories whose *.jsonl files are validated.")] = None,
+    images_root: Annotated[Path | None, typer.Option(
+        help="Directory image paths are relative to [default: the manifest's, else "
+             "images/ beside each file].")] = None,
+    check_images: Annotated[str, typer.Option(
+        help="none: path syntax only; exists: files exist inside the root; decode: also "
+             "decode and inspect every image.")] = "exists",
+    max_length: Annotated[int | None, typer.Option(
+        min=1, help="Token budget per record; enables the token checks.")] = None,
+    num_crops: Annotated[int, typer.Option(min=1, help="Phi-3.5-vision num_crops for "
+                                                       "image token counts.")] = 4,
+    tokenizer: Annotated[Path | None, typer.Option(
+        help="Local tokenizer folder (tokenizer.json) for exact text token counts; "
+             "estimated without it.")] = None,
+    strict: Annotated[bool, typer.Option(help="Fail on warnings too.")] = False,
+    max_errors: Annotated[int, typer.Option(min=0, help="Problems printed in text "
+                                                        "output.")] = 50,
+    workers: Annotated[int | None, typer.Option(min=1, help="Processes [default: every "
+                                                            "core].")] = None,
+    output_format: Annotated[str, typer.Option(
+        "--format", help="text: problems and a summary; json: every issue.")] = "text",
+    manifest: Annotated[bool, typer.Option(
+        help="Record the outcome in the manifest.json of each file's directory.")] = True,
+    max_line_bytes: Annotated[int, typer.Option(min=1024, help="Longer lines are "
+                                                               "errors.")] = 1 << 20,
+    codes: Annotated[bool, typer.Option("--codes", help="List the issue codes and "
+                                                        "exit.")] = False,
+) -> None:
+    """Check JSONL files: syntax, schema, ids, image paths and files, media, token budget.
+
+    Exit status: 0 valid, 1 invalid, 2 usage error.
+    """
+    from phiv_data.errors import UsageError
+    from phiv_data.validate import ValidationOptions, record_validation, validate_paths
+    from phiv_data.validate.report import describe_codes
+
+    if codes:
+        typer.echo(describe_codes())
+        return
+    if output_format not in ("text", "json"):
+        raise UsageError(f"--format must be text or json, not {output_format!r}")
+    options = ValidationOptions(
+        images_root=images_root, check_images=check_images,  # type: ignore[arg-type]
+        max_length=max_length, num_crops=num_crops, tokenizer=tokenizer, strict=strict,
+        workers=workers, max_line_bytes=max_line_bytes)
+    report = validate_paths(list(paths or []), options)
+    if output_format == "json":
+        import orjson
+
+        sys.stdout.buffer.write(orjson.dumps(report.to_dict(), option=orjson.OPT_INDENT_2))
+        sys.stdout.buffer.write(b"\n")
+    else:
+        typer.echo(report.render_text(max_errors), nl=False)
+    if manifest:
+        try:
+            for written in record_validation(report):
+                typer.echo(f"recorded in {written}", err=True)
+        except OSError as error:
+            typer.echo(f"note: could not record the validation: {error}", err=True)
+    raise typer.Exit(0 if report.ok else 1)
 
 
 def main() -> None:

@@ -1,0 +1,379 @@
+"""Validate one byte range of a JSONL file: the unit of work of a validation worker.
+
+A chunk is read in blocks of a few MiB (never the whole file), split into lines, and each
+line decoded straight into the fast-path structs. Checks that would cost a Python loop per
+record run in bulk instead: a memchr over the block for ``<``, ``\\`` and DEL finds the few
+lines whose text needs the special-token and control-character rules; ``str.isspace`` over
+all texts finds blank ones; one set lookup per image path (``ImageResolver``) settles
+existence. Only flagged records, and lines the fast path rejects, take the slow, precise
+path. Line numbers are relative to the chunk; the runner shifts them.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+from collections import Counter
+from dataclasses import dataclass, field
+from itertools import chain, islice
+from operator import attrgetter
+
+from phiv_data.validate.fastpath import DecodeError, decode_record
+from phiv_data.validate.issues import Issue
+from phiv_data.validate.media import ImageResolver, MediaInspector, first_lines
+from phiv_data.validate.options import ValidationOptions
+from phiv_data.validate.rules import check_texts, check_unlabeled_turns, image_fields
+from phiv_data.validate.rules import path_syntax_problem
+from phiv_data.validate.syntax import classify_line
+from phiv_data.validate.tokens import TokenCounter, image_tokens, record_length
+
+BLOCK_BYTES = 4 << 20
+BOM = b"\xef\xbb\xbf"
+
+_ID = attrgetter("id")
+_CONVERSATIONS = attrgetter("conversations")
+_IMAGES = attrgetter("images")
+_USER = attrgetter("user")
+_ASSISTANT = attrgetter("assistant")
+
+
+@dataclass(frozen=True)
+class ChunkTask:
+    """One byte range ``[start, end)`` of a file, starting at a line start."""
+
+    file_index: int
+    path: str
+    start: int
+    end: int
+    options: ValidationOptions
+    images_root: str | None = None
+    """Absolute images root for file checks; ``None`` checks path syntax only."""
+    collect_references: bool = False
+    """Return every image path (to find images shared between files)."""
+    hash_bytes: bool = False
+    """Compute the sha256 of the bytes read (when the chunk is the whole file)."""
+
+
+@dataclass
+class ChunkResult:
+    """What a chunk holds and what is wrong with it (lines relative to the chunk)."""
+
+    file_index: int
+    start: int
+    lines: int = 0
+    size: int = 0
+    sha256: str | None = None
+    issues: list[Issue] = field(default_factory=list)
+    ids: list[str | None] = field(default_factory=list)
+    records: int = 0
+    unlabeled: int = 0
+    first_unlabeled: int | None = None
+    images: int = 0
+    images_per_record: Counter = field(default_factory=Counter)
+    labels: Counter = field(default_factory=Counter)
+    token_lengths: list[int] = field(default_factory=list)
+    crlf: int = 0
+    first_crlf: int | None = None
+    references: list[str] = field(default_factory=list)
+    reference_counts: list[int] = field(default_factory=list)
+    """Images per line (0 where no record), aligned with ``ids``."""
+    content: list[tuple[str, str, int, str, str]] = field(default_factory=list)
+    """``(sha256, path, line, field, record id)`` of each image decoded here."""
+
+
+# Per-process caches: a worker keeps what it learnt about the file system across chunks.
+_RESOLVERS: dict[str, ImageResolver] = {}
+_INSPECTORS: dict[tuple[str, int, float], MediaInspector] = {}
+_COUNTERS: dict[str | None, TokenCounter] = {}
+
+
+def validate_chunk(task: ChunkTask) -> ChunkResult:
+    """Validate one chunk (runs in a worker process or inline).
+
+    Args:
+        task: the byte range and options.
+
+    Returns:
+        The chunk's :class:`ChunkResult`.
+    """
+    # The fast-path structs hold no reference cycles; the cyclic collector only burns time
+    # walking the many young objects a block creates.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return _ChunkValidator(task).run()
+    finally:
+        if collecting:
+            gc.enable()
+
+
+class _ChunkValidator:
+    def __init__(self, task: ChunkTask) -> None:
+        self.task = task
+        self.options = task.options
+        self.result = ChunkResult(task.file_index, task.start)
+        self.resolver: ImageResolver | None = None
+        self.inspector: MediaInspector | None = None
+        self.counter: TokenCounter | None = None
+        self.reported_media: set[str] = set()
+        root = task.images_root
+        if root is not None and self.options.check_images != "none":
+            self.resolver = _RESOLVERS.setdefault(root, ImageResolver(root))
+        if root is not None and (self.options.check_images == "decode"
+                                 or self.options.max_length is not None):
+            key = (root, self.options.max_image_pixels, self.options.max_aspect_ratio)
+            if key not in _INSPECTORS:
+                _INSPECTORS[key] = MediaInspector(
+                    root, max_pixels=self.options.max_image_pixels,
+                    max_aspect_ratio=self.options.max_aspect_ratio)
+            self.inspector = _INSPECTORS[key]
+        if self.options.max_length is not None:
+            name = str(self.options.tokenizer) if self.options.tokenizer else None
+            if name not in _COUNTERS:
+                _COUNTERS[name] = TokenCounter(self.options.tokenizer)
+            self.counter = _COUNTERS[name]
+
+    # -- reading -----------------------------------------------------------------------
+    def run(self) -> ChunkResult:
+        task, result = self.task, self.result
+        digest = hashlib.sha256() if task.hash_bytes else None
+        limit = self.options.max_line_bytes
+        carry = b""
+        skipped = 0  # bytes of an over-long line dropped so far
+        at_file_start = task.start == 0
+        with open(task.path, "rb") as handle:
+            handle.seek(task.start)
+            remaining = task.end - task.start
+            while remaining > 0:
+                block = handle.read(min(BLOCK_BYTES, remaining))
+                if not block:
+                    break
+                remaining -= len(block)
+                result.size += len(block)
+                if digest is not None:
+                    digest.update(block)
+                if at_file_start:
+                    at_file_start = False
+                    if block.startswith(BOM):
+                        result.issues.append(Issue(
+                            "E-BOM", "the file starts with a UTF-8 byte-order mark: save it "
+                            "as UTF-8 without BOM", None, 1))
+                        block = block[len(BOM):]
+                cut = block.rfind(b"\n")
+                if cut < 0:
+                    if skipped or len(carry) + len(block) > limit:
+                        skipped += len(carry) + len(block)
+                        carry = b""
+                    else:
+                        carry += block
+                    continue
+                data = carry + block[:cut] if carry else block[:cut]
+                self._process(data, skipped)
+                skipped = 0
+                carry = block[cut + 1:]
+        if carry or skipped:
+            self._process(carry, skipped)
+        if digest is not None:
+            result.sha256 = digest.hexdigest()
+        return result
+
+    # -- one block of complete lines --------------------------------------------------
+    def _process(self, data: bytes, skipped: int) -> None:
+        result, options = self.result, self.options
+        lines = data.split(b"\n")
+        count = len(lines)
+        base = result.lines  # lines before this block, within the chunk
+        result.lines += count
+        too_long: dict[int, int] = {}
+        if skipped:
+            too_long[0] = skipped + len(lines[0])
+        if len(data) > options.max_line_bytes and max(map(len, lines)) > options.max_line_bytes:
+            too_long.update((index, len(line)) for index, line in enumerate(lines)
+                            if len(line) > options.max_line_bytes)
+        if b"\r" in data:
+            for index, line in enumerate(lines):
+                if line.endswith(b"\r"):
+                    lines[index] = line[:-1]
+                    result.crlf += 1
+                    if result.first_crlf is None:
+                        result.first_crlf = base + index + 1
+        precise: set[int] = set()
+        records = self._decode(lines, base, too_long, precise)
+        failed = records.count(None)
+        if failed:
+            valid = [record for record in records if record is not None]
+            located = [(base + index + 1, record) for index, record in enumerate(records)
+                       if record is not None]
+            result.ids.extend([None if record is None else record.id for record in records])
+        else:
+            valid = records
+            located = None
+            result.ids.extend(map(_ID, records))
+        if not valid:
+            if self.task.collect_references:
+                result.reference_counts.extend([0] * count)
+            return
+
+        def where() -> list[tuple[int, object]]:
+            nonlocal located
+            if located is None:
+                located = [(base + index + 1, record) for index, record in enumerate(records)]
+            return located
+
+        turns = list(chain.from_iterable(map(_CONVERSATIONS, valid)))
+        single_turn = len(turns) == len(valid)
+        answers = list(map(_ASSISTANT, turns))
+        # Text rules: flag lines by a memchr over the block, blank text by str.isspace.
+        if b"<" in data or b"\\" in data or b"\x7f" in data:
+            precise.update(index for index, line in enumerate(lines)
+                           if b"<" in line or b"\\" in line or b"\x7f" in line)
+        if any(map(str.isspace, map(_USER, turns))) or any(
+                map(str.isspace, filter(None, answers))):
+            precise.update(range(count))
+        if not single_turn:
+            precise.update(index for index, record in enumerate(records)
+                           if record is not None and len(record.conversations) > 1)
+        for index in sorted(precise):
+            record = records[index]
+            if record is not None:
+                result.issues.extend(check_texts(record, base + index + 1))
+                if len(record.conversations) > 1:
+                    result.issues.extend(check_unlabeled_turns(record, base + index + 1))
+        # Counts and the label distribution (answers of single-turn records).
+        result.records += len(valid)
+        if single_turn:
+            image_counts = list(map(len, map(_IMAGES, turns)))
+            result.labels.update(filter(None, answers))
+            last_answers = answers
+        else:
+            image_counts = [sum(map(len, map(_IMAGES, record.conversations))) for record in valid]
+            result.labels.update(record.conversations[0].assistant for record in valid
+                                 if len(record.conversations) == 1
+                                 and record.conversations[0].assistant is not None)
+            last_answers = [record.conversations[-1].assistant for record in valid]
+        result.images_per_record.update(image_counts)
+        result.images += sum(image_counts)
+        unlabeled = last_answers.count(None)
+        if unlabeled:
+            result.unlabeled += unlabeled
+            if result.first_unlabeled is None:
+                result.first_unlabeled = where()[last_answers.index(None)][0]
+        if self.task.collect_references:
+            if failed:
+                per_line = iter(image_counts)
+                result.reference_counts.extend(0 if record is None else next(per_line)
+                                               for record in records)
+            else:
+                result.reference_counts.extend(image_counts)
+        paths = list(chain.from_iterable(map(_IMAGES, turns)))
+        bad: dict[str, tuple[str, str]] = {}
+        if paths:
+            if self.task.collect_references:
+                result.references.extend(paths)
+            bad = self._path_problems(paths)
+            if bad:
+                for line, record in where():
+                    for field_path, path in image_fields(record):
+                        if path in bad:
+                            code, message = bad[path]
+                            result.issues.append(Issue(code, message, None, line, field_path,
+                                                       record.id))  # type: ignore[attr-defined]
+            if options.check_images == "decode" and self.inspector is not None:
+                self._decode_images(paths, bad, where)
+        if self.counter is not None:
+            self._token_budget(where(), bad)
+
+    def _decode(self, lines: list[bytes], base: int, too_long: dict[int, int],
+                precise: set[int]) -> list:
+        records: list = []
+        append = records.append
+        count = len(lines)
+        start = 0
+        while start < count:
+            try:
+                for line in islice(lines, start, None) if start else lines:
+                    append(decode_record(line))
+                break
+            except DecodeError:
+                index = len(records)
+                append(self._slow(lines[index], base + index + 1, too_long.get(index)))
+                if records[-1] is not None:
+                    precise.add(index)
+                start = index + 1
+        return records
+
+    def _slow(self, raw: bytes, line: int, too_long: int | None):
+        if too_long is not None:
+            self.result.issues.append(Issue(
+                "E-LINE-TOO-LONG", f"line of {too_long:,} bytes exceeds the "
+                f"{self.options.max_line_bytes:,}-byte limit (not parsed); split or shorten it "
+                "(or raise --max-line-bytes)", None, line))
+            return None
+        issues, record = classify_line(raw, line)
+        self.result.issues.extend(issues)
+        return record
+
+    # -- images ---------------------------------------------------------------------
+    def _path_problems(self, paths: list[str]) -> dict[str, tuple[str, str]]:
+        if self.resolver is not None:
+            return self.resolver.problems(paths)
+        joined = "\n".join(paths)
+        if ("\\" in joined or ".." in joined or ":" in joined or joined.startswith("/")
+                or "\n/" in joined):
+            return {path: problem for path in set(paths)
+                    if (problem := path_syntax_problem(path)) is not None}
+        return {}
+
+    def _decode_images(self, paths: list[str], bad: dict, where) -> None:
+        inspector = self.inspector
+        assert inspector is not None
+        fresh = {path for path in set(paths).difference(bad)
+                 if path not in self.reported_media}
+        if not fresh:
+            return
+        self.reported_media.update(fresh)
+        located = first_lines(where(), fresh)
+        for path in sorted(fresh, key=lambda item: located[item][0]):
+            report, first_time = inspector.inspect(path)
+            line, field_path, record_id = located[path]
+            if first_time:
+                for code, message in inspector.problems(report):
+                    self.result.issues.append(Issue(code, f"image {path!r}: {message}", None,
+                                                    line, field_path, record_id))
+            if report.sha256 is not None:
+                self.result.content.append((report.sha256, path, line, field_path, record_id))
+
+    def _token_budget(self, located: list, bad: dict) -> None:
+        options, result = self.options, self.result
+        counter, inspector = self.counter, self.inspector
+        assert counter is not None and options.max_length is not None
+        estimated = "" if counter.exact else " (estimated: pass --tokenizer for exact counts)"
+        for line, record in located:
+            counts: list[int] = []
+            for field_path, path in image_fields(record):
+                if path in bad or inspector is None:
+                    break
+                size = inspector.size(path)
+                if isinstance(size[0], str):
+                    if path not in self.reported_media:
+                        self.reported_media.add(path)
+                        result.issues.append(Issue(size[0], f"image {path!r}: {size[1]}",  # type: ignore[arg-type]
+                                                   None, line, field_path, record.id))
+                    break
+                counts.append(image_tokens(size[0], size[1], options.num_crops))  # type: ignore[arg-type]
+            else:
+                total, first_answer = record_length(record, counts, counter)
+                result.token_lengths.append(total)
+                if total > options.max_length:
+                    result.issues.append(Issue(
+                        "W-TOKENS-OVER", f"{total} tokens ({sum(counts)} for {len(counts)} "
+                        f"image(s) at num_crops={options.num_crops}) exceed --max-length "
+                        f"{options.max_length}{estimated}: the end is cut in training",
+                        None, line, None, record.id))
+                if first_answer is not None and first_answer >= options.max_length:
+                    result.issues.append(Issue(
+                        "E-TOKENS-NOTHING-TO-LEARN", f"the first answer starts at token "
+                        f"{first_answer}, beyond --max-length {options.max_length}"
+                        f"{estimated}: every label would be masked; use fewer or smaller "
+                        "images, fewer crops, or a larger --max-length", None, line, None,
+                        record.id))

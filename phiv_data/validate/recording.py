@@ -1,0 +1,120 @@
+"""Record a validation in the manifest of each file's directory.
+
+Per file, the manifest's shard entry gets the sha256 of exactly the bytes validated, the
+counts, and a ``Validation`` with one ``CheckOutcome`` per family of checks (syntax, schema,
+dataset, media, tokens). ``phiv_data.shards.verify_dataset`` (what the trainer calls) then
+accepts the file while its bytes are unchanged.
+
+Policy: an existing manifest is always updated, failures included (``passed: false``, so
+the trainer refuses the file with the error count). A directory without a manifest (JSONL
+written by other tools) gets one only when every file validated in it passed, listing each
+file with its split (from the file name) and images root: a failed run leaves no new file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from phiv_data.manifest import MANIFEST_NAME, CheckOutcome, Manifest, Shard, Validation
+from phiv_data.shards import load_manifest, relative_posix, save_manifest
+from phiv_data.validate.issues import Issue
+from phiv_data.validate.report import FileSummary, ValidationReport
+
+_FAMILIES = {
+    "syntax": ("E-UTF8", "E-BOM", "E-JSON", "E-NOT-OBJECT", "E-LINE-TOO-LONG",
+               "E-EMPTY-FILE", "W-BLANK-LINE", "W-CRLF"),
+    "schema": ("E-SCHEMA-", "E-TEXT-", "W-TEXT-"),
+    "dataset": ("E-ID-", "E-PATH-", "E-IMAGES-ROOT-MISSING", "E-IMAGE-MISSING",
+                "E-IMAGE-NOT-FILE", "W-LEAK-SHARED", "I-UNLABELED"),
+    "media": ("E-IMAGE-", "W-IMAGE-", "W-LEAK-CONTENT"),
+    "tokens": ("W-TOKENS-", "E-TOKENS-"),
+}
+
+
+def family_of(code: str) -> str:
+    """The check family (``syntax``, ``schema``, ``dataset``, ``media``, ``tokens``)."""
+    for family in ("syntax", "schema", "dataset", "tokens", "media"):
+        if code.startswith(_FAMILIES[family]):
+            return family
+    return "schema"
+
+
+def _outcomes(report: ValidationReport, issues: list[Issue]) -> list[CheckOutcome]:
+    options = report.options
+    families = ["syntax", "schema", "dataset"]
+    if options.check_images == "decode" or any(family_of(i.code) == "media" for i in issues):
+        families.append("media")
+    if options.max_length is not None:
+        families.append("tokens")
+    settings = {
+        "dataset": {"check_images": options.check_images},
+        "media": {"check_images": options.check_images,
+                  "max_image_pixels": options.max_image_pixels,
+                  "max_aspect_ratio": options.max_aspect_ratio},
+        "tokens": {"max_length": options.max_length, "num_crops": options.num_crops,
+                   "exact": options.tokenizer is not None},
+    }
+    outcomes = []
+    for family in families:
+        mine = [issue for issue in issues if family_of(issue.code) == family]
+        errors = sum(issue.severity == "error" for issue in mine)
+        warnings = sum(issue.severity == "warning" for issue in mine)
+        passed = errors == 0 and not (options.strict and warnings)
+        outcomes.append(CheckOutcome(name=family, passed=passed, errors=errors,
+                                     warnings=warnings, options=settings.get(family, {})))
+    return outcomes
+
+
+def _entry(report: ValidationReport, summary: FileSummary, directory: Path,
+           existing: Shard | None) -> Shard:
+    issues = [issue for issue in report.issues if issue.file == summary.shown]
+    root = summary.images_root or directory / "images"
+    validation = Validation(
+        passed=report.file_ok(summary), sha256=summary.sha256, errors=summary.errors,
+        warnings=summary.warnings, checks=_outcomes(report, issues),
+        images_root=relative_posix(root, directory),
+    )
+    split = existing.split if existing is not None and existing.split else summary.split
+    return Shard(file=relative_posix(summary.path, directory), split=split,
+                 images_root=relative_posix(root, directory), sha256=summary.sha256,
+                 size_bytes=summary.size_bytes, records=summary.records,
+                 images=summary.images, unlabeled=summary.unlabeled, validation=validation)
+
+
+def record_validation(report: ValidationReport) -> list[Path]:
+    """Write the outcome of ``report`` into the manifest of each file's directory.
+
+    Args:
+        report: from :func:`phiv_data.validate.validate_paths`.
+
+    Returns:
+        The manifests written (a directory without a manifest whose files did not all
+        pass gets none).
+
+    Raises:
+        ManifestError: when an existing manifest is damaged.
+        OSError: when the directory is not writable.
+    """
+    by_directory: dict[Path, list[FileSummary]] = {}
+    for summary in report.files:
+        by_directory.setdefault(summary.path.parent, []).append(summary)
+    written: list[Path] = []
+    for directory, summaries in by_directory.items():
+        exists = (directory / MANIFEST_NAME).is_file()
+        if not exists and not all(report.file_ok(summary) for summary in summaries):
+            continue
+        manifest = load_manifest(directory) if exists else Manifest(
+            producer={"tool": "phiv-data validate",
+                      "note": "manifest created when validating files written elsewhere"})
+        shards = list(manifest.shards)
+        for summary in summaries:
+            name = relative_posix(summary.path, directory)
+            existing = manifest.shard(name)
+            entry = _entry(report, summary, directory, existing)
+            if existing is None:
+                shards.append(entry)
+            else:
+                shards[shards.index(existing)] = entry
+        manifest = manifest.model_copy(update={"shards": shards})
+        written.append(save_manifest(directory, manifest))
+    return written
