@@ -182,14 +182,20 @@ class Phi3VImageEmbedding(nn.Module):
         target = first.bias.dtype if first.bias is not None else self.glb_GN.dtype
         return self.img_projection(features.to(target))
 
-    def zero_contribution(self) -> torch.Tensor | None:
-        """A zero that depends on every trainable parameter of this module, or None.
+    def zero_contribution(self, with_images: bool) -> torch.Tensor | None:
+        """A zero that depends on the trainable parameters a batch leaves unused, or None.
 
-        Added to the embeddings of a batch without images during training, it gives each
-        trainable vision parameter a (zero) gradient, so DDP does not fail on a rank whose
-        batch happens to be text-only, without ``find_unused_parameters``.
+        Added to the embeddings during training, it gives those parameters a (zero)
+        gradient, so DDP does not fail on them and ``find_unused_parameters`` is not needed:
+        without images that is every trainable vision parameter; with images only trainable
+        parameters inside CLIP's unused last layer and ``post_layernorm`` (LoRA adapters
+        placed there, or a global unfreeze).
+
+        Args:
+            with_images: whether the batch ran images through the tower.
         """
-        trainable = [parameter for parameter in self.parameters() if parameter.requires_grad]
+        candidates = self.unused_parameters() if with_images else list(self.parameters())
+        trainable = [parameter for parameter in candidates if parameter.requires_grad]
         if not trainable:
             return None
         return torch.stack([parameter.sum() for parameter in trainable]).sum() * 0.0

@@ -16,8 +16,10 @@ Inputs, as ``phiv_train.processing`` produces them:
 Distributed training with text-only batches: a rank whose batch has no image would leave
 the vision parameters without gradients and DDP would fail. In training mode the model
 then adds ``0 * sum(trainable vision parameters)`` to the embeddings, which gives them a
-zero gradient; no ``find_unused_parameters`` is needed. CLIP's last layer and
-``post_layernorm`` are never used (features come from the layer before) and are frozen.
+zero gradient; no ``find_unused_parameters`` is needed (it costs one small reduction per
+parameter tensor, no CLIP pass). CLIP's last layer and ``post_layernorm`` are never used
+(features come from the layer before) and are frozen; trainable parameters placed inside
+them anyway (LoRA adapters, a global unfreeze) get the same zero-gradient treatment.
 """
 
 from __future__ import annotations
@@ -110,9 +112,11 @@ class Phi3VModel(Phi3VPreTrainedModel):
         inputs_embeds = self.embed_tokens(input_ids.clamp_min(0))
         has_images = pixel_values is not None and pixel_values.shape[0] > 0
         if has_images or bool((input_ids < 0).any()):
-            return self.vision_embed_tokens.embed_images(input_ids, inputs_embeds, pixel_values, image_sizes)
+            inputs_embeds = self.vision_embed_tokens.embed_images(
+                input_ids, inputs_embeds, pixel_values, image_sizes
+            )
         if self.training and torch.is_grad_enabled():
-            zero = self.vision_embed_tokens.zero_contribution()
+            zero = self.vision_embed_tokens.zero_contribution(with_images=has_images)
             if zero is not None:
                 inputs_embeds = inputs_embeds + zero.to(inputs_embeds.dtype)
         return inputs_embeds
