@@ -62,6 +62,7 @@ from phiv_data.convert.native_io import (
     NativeRow,
     ParquetCell,
     RowProblem,
+    check_option,
     check_template,
     clean_text,
     image_media,
@@ -89,10 +90,13 @@ class DocVQAOptions:
     Attributes:
         prompt: the user text template, with the field ``{question}``.
         link: hard-link page images instead of copying them (same bytes either way).
+        check: how images are checked before they are written: ``decode`` (every
+            pixel) or ``verify`` (PNG chunk checksums, faster; see ``native_io.CHECKS``).
     """
 
     prompt: str = DOCVQA_PROMPT
     link: bool = False
+    check: str = "decode"
 
 
 Options = DocVQAOptions
@@ -206,6 +210,7 @@ def build_plan(src: str | Path, options: DocVQAOptions = DocVQAOptions()) -> Pla
         DataError: an annotation file that cannot be read at all.
     """
     check_template(options.prompt, PROMPT_FIELDS)
+    check_option(options.check)
     src = Path(src)
     index = FileIndex(src)
     items: list[WorkItem] = []
@@ -229,20 +234,20 @@ def build_plan(src: str | Path, options: DocVQAOptions = DocVQAOptions()) -> Pla
                          "written as unlabeled evaluation records (assistant null)")
     return Plan(dataset=NAME, items=items,
                 process=functools.partial(process_item, prompt=options.prompt,
-                                          link=options.link),
-                options={"prompt": options.prompt},
+                                          link=options.link, check=options.check),
+                options={"prompt": options.prompt, "check": options.check},
                 shard_names={item.split: f"{NAME}_{item.split}.jsonl" for item in items},
                 notes=notes, unit="questions")
 
 
-def process_item(item: WorkItem, *, prompt: str = DOCVQA_PROMPT, link: bool = False
-                 ) -> Converted | Skipped:
+def process_item(item: WorkItem, *, prompt: str = DOCVQA_PROMPT, link: bool = False,
+                 check: str = "decode") -> Converted | Skipped:
     """The framework's row function: check the page, build the record."""
     payload = item.payload
     if payload["problem"]:
         return Skipped(*payload["problem"])
     try:
-        media, note = image_media(payload["image"], item.split, link=link)
+        media, note = image_media(payload["image"], item.split, link=link, check=check)
         record = docvqa_record(payload["row"], record_id=payload["id"], image=media.path,
                                prompt=prompt)
     except RowProblem as problem:

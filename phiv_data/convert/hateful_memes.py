@@ -57,6 +57,7 @@ from phiv_data.convert.native_io import (
     ImageSource,
     NativeRow,
     RowProblem,
+    check_option,
     check_template,
     clean_text,
     image_media,
@@ -82,10 +83,13 @@ class HatefulMemesOptions:
     Attributes:
         prompt: the user text template, with the field ``{text}``.
         link: hard-link images instead of copying them (same bytes either way).
+        check: how images are checked before they are written: ``decode`` (every
+            pixel) or ``verify`` (PNG chunk checksums, faster; see ``native_io.CHECKS``).
     """
 
     prompt: str = HATEFUL_MEMES_PROMPT
     link: bool = False
+    check: str = "decode"
 
 
 Options = HatefulMemesOptions
@@ -149,6 +153,7 @@ def build_plan(src: str | Path, options: HatefulMemesOptions = HatefulMemesOptio
         UsageError: no Hateful Memes files under ``src``, or a bad prompt template.
     """
     check_template(options.prompt, PROMPT_FIELDS)
+    check_option(options.check)
     src = Path(src)
     index = FileIndex(src)
     items: list[WorkItem] = []
@@ -178,20 +183,20 @@ def build_plan(src: str | Path, options: HatefulMemesOptions = HatefulMemesOptio
                      + (f": {listed}" if shared["count"] else "") + ")")
     return Plan(dataset=NAME, items=items,
                 process=functools.partial(process_item, prompt=options.prompt,
-                                          link=options.link),
-                options={"prompt": options.prompt},
+                                          link=options.link, check=options.check),
+                options={"prompt": options.prompt, "check": options.check},
                 shard_names={item.split: f"{NAME}_{item.split}.jsonl" for item in items},
                 notes=notes, unit="memes")
 
 
-def process_item(item: WorkItem, *, prompt: str = HATEFUL_MEMES_PROMPT, link: bool = False
-                 ) -> Converted | Skipped:
+def process_item(item: WorkItem, *, prompt: str = HATEFUL_MEMES_PROMPT, link: bool = False,
+                 check: str = "decode") -> Converted | Skipped:
     """The framework's row function: check the meme image, build the record."""
     payload = item.payload
     if payload["problem"]:
         return Skipped(*payload["problem"])
     try:
-        media, note = image_media(payload["image"], IMAGE_FOLDER, link=link)
+        media, note = image_media(payload["image"], IMAGE_FOLDER, link=link, check=check)
         record = hateful_memes_record(payload["row"], record_id=payload["id"], image=media.path,
                                       prompt=prompt)
     except RowProblem as problem:

@@ -63,6 +63,7 @@ from phiv_data.convert.native_io import (
     NativeRow,
     ParquetCell,
     RowProblem,
+    check_option,
     check_template,
     clean_text,
     image_media,
@@ -90,10 +91,13 @@ class NLVR2Options:
     Attributes:
         prompt: the user text template, with the field ``{sentence}``.
         link: hard-link images instead of copying them (same bytes either way).
+        check: how images are checked before they are written: ``decode`` (every
+            pixel) or ``verify`` (PNG chunk checksums, faster; see ``native_io.CHECKS``).
     """
 
     prompt: str = NLVR2_PROMPT
     link: bool = False
+    check: str = "decode"
 
 
 Options = NLVR2Options
@@ -249,6 +253,7 @@ def build_plan(src: str | Path, options: NLVR2Options = NLVR2Options()) -> Plan:
         DataError: a parquet file without image columns.
     """
     check_template(options.prompt, PROMPT_FIELDS)
+    check_option(options.check)
     src = Path(src)
     index = FileIndex(src)
     items: list[WorkItem] = []
@@ -271,14 +276,14 @@ def build_plan(src: str | Path, options: NLVR2Options = NLVR2Options()) -> Plan:
                          "as unlabeled evaluation records (assistant null)")
     return Plan(dataset=NAME, items=items,
                 process=functools.partial(process_item, prompt=options.prompt,
-                                          link=options.link),
-                options={"prompt": options.prompt},
+                                          link=options.link, check=options.check),
+                options={"prompt": options.prompt, "check": options.check},
                 shard_names={item.split: f"{NAME}_{item.split}.jsonl" for item in items},
                 notes=notes, unit="sentences")
 
 
-def process_item(item: WorkItem, *, prompt: str = NLVR2_PROMPT, link: bool = False
-                 ) -> Converted | Skipped:
+def process_item(item: WorkItem, *, prompt: str = NLVR2_PROMPT, link: bool = False,
+                 check: str = "decode") -> Converted | Skipped:
     """The framework's row function: check both images, build the record."""
     payload = item.payload
     if payload["problem"]:
@@ -286,7 +291,7 @@ def process_item(item: WorkItem, *, prompt: str = NLVR2_PROMPT, link: bool = Fal
     try:
         media, notes = [], []
         for source in payload["images"]:
-            file, note = image_media(source, item.split, link=link)
+            file, note = image_media(source, item.split, link=link, check=check)
             media.append(file)
             notes += [note] if note else []
         record = nlvr2_record(payload["row"], record_id=payload["id"],
