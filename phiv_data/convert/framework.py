@@ -253,11 +253,12 @@ class ConvertReport:
             part=tuple(data["part"]) if data.get("part") else None,  # type: ignore[arg-type]
         )
 
-    def summary(self, *, max_listed: int = 10) -> str:
-        """A few human-readable lines: counts per split, skips by reason, first skips."""
+    def summary(self, *, max_listed: int = 10, notes: bool = True) -> str:
+        """A few human-readable lines: counts per split, skips by reason, first skips
+        (and the plan's notes unless ``notes`` is false)."""
         lines = [f"{self.dataset}: {display_path(self.out)}"
                  + (f" (part {self.part[0] + 1} of {self.part[1]})" if self.part else "")]
-        lines += [f"  {note}" for note in self.notes]
+        lines += [f"  {note}" for note in self.notes] if notes else []
         for split, planned in self.planned.items():
             lines.append(f"  {split}: {self.records.get(split, 0)} records, "
                          f"{self.images.get(split, 0)} images ({planned} planned)")

@@ -47,6 +47,7 @@ class Progress:
         self._start = time.monotonic()
         self._last_draw = 0.0
         self._drawn = False
+        self._drawn_done = -1
         isatty = getattr(self.stream, "isatty", None)
         self._interactive = bool(isatty and isatty())
 
@@ -81,6 +82,7 @@ class Progress:
     def _draw(self, now: float) -> None:
         self._last_draw = now
         self._drawn = True
+        self._drawn_done = self.done
         if self._interactive:
             self.stream.write("\r\x1b[2K" + self.line())
         else:
@@ -90,6 +92,8 @@ class Progress:
     def close(self) -> None:
         """Finish the display (a final line if anything was shown)."""
         if self.enabled and self._drawn:
+            if not self._interactive and self._drawn_done == self.done:
+                return  # the last line logged is already the final one
             if self._interactive:
                 self.stream.write("\r\x1b[2K" + self.line() + "\n")
             else:

@@ -131,6 +131,38 @@ class _Ended(Exception):
         self.decoded = decoded
 
 
+def declared_size_problem(path: Path) -> str | None:
+    """Why a file is shorter than its own container header says (AVI, MP4/MOV), if it is.
+
+    A download cut at a packet boundary still demuxes cleanly; the RIFF size of an AVI or
+    a top-level MP4 box running past the end of the file gives it away.
+    """
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        head = handle.read(12)
+        if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
+            declared = int.from_bytes(head[4:8], "little") + 8
+            if declared > size:
+                return f"the file has {size} bytes, its RIFF header declares {declared}"
+            return None
+        if head[4:8] not in (b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip"):
+            return None
+        offset = 0
+        while offset + 8 <= size:
+            handle.seek(offset)
+            header = handle.read(16)
+            box = int.from_bytes(header[:4], "big")
+            if box == 1 and len(header) == 16:
+                box = int.from_bytes(header[8:16], "big")
+            if box == 0:  # runs to the end of the file by definition
+                return None
+            if box < 8 or offset + box > size:
+                return (f"box {header[4:8].decode('latin-1')!r} at byte {offset} runs past the "
+                        f"end of the file ({size} bytes)")
+            offset += box
+    return None
+
+
 def _ffmpeg_failure(error: Exception, path: Path, where: str) -> VideoError:
     return VideoError("undecodable", f"decoder failed at {where}: {_why(error)}", path)
 
@@ -142,6 +174,12 @@ class PyAVVideo:
         import av
 
         self.path = path
+        try:
+            problem = declared_size_problem(path)
+        except OSError as error:
+            raise VideoError("unreadable", _why(error), path) from None
+        if problem is not None:
+            raise VideoError("truncated", f"cut short: {problem}", path)
         try:
             self.container = av.open(str(path), metadata_errors="ignore")
         except (av.error.FFmpegError, OSError, UnicodeDecodeError) as error:
@@ -180,6 +218,7 @@ class PyAVVideo:
         import av
 
         decoded = 0
+        self.stream.codec_context.flush_buffers()  # restart cleanly after an earlier pass
         try:
             for packet in [*self.packets, None]:
                 for frame in self.stream.codec_context.decode(packet):
@@ -189,9 +228,7 @@ class PyAVVideo:
             raise _ffmpeg_failure(error, self.path, f"frame {decoded}") from None
 
     def count_frames(self) -> int:
-        count = sum(1 for _ in self._decoded())
-        self.stream.codec_context.flush_buffers()
-        return count
+        return sum(1 for _ in self._decoded())
 
     def read(self, wanted: list[int]) -> dict[int, np.ndarray]:
         wanted_set, last, frames = set(wanted), wanted[-1], {}
@@ -340,12 +377,15 @@ def sample_video(path: str | Path, frames: int = 8, method: str = "uniform",
     backend = resolve_backend(backend)
     probed = PyAVVideo(path)
     video: Any = probed
+    notes: list[str] = []
     try:
         if backend != "pyav":
-            probed.close()
-            video = (OpenCVVideo if backend == "opencv" else DecordVideo)(path, probed.probe)
+            try:
+                video = (OpenCVVideo if backend == "opencv" else DecordVideo)(path, probed.probe)
+            except VideoError as error:  # e.g. decord refuses a header it finds broken
+                notes.append(f"{backend} cannot read it ({error.message}): read with pyav")
+                backend = "pyav"
         probe: VideoProbe = probed.probe
-        notes: list[str] = []
         source: Literal["container", "counted"] = "container"
         if frame_count is None:
             if probe.count_trusted:
