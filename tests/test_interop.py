@@ -13,7 +13,7 @@ from phiv_data import load_manifest
 from phiv_data.cli import app
 from phiv_data.errors import DataError
 from phiv_data.interop import ExportOptions, export_files, import_files
-from tests.fixtures_interop import make_dataset, make_image, read_back, sample_records
+from fixtures_interop import make_dataset, make_image, read_back, sample_records
 
 FORMATS = ["llava", "sharegpt", "hf"]
 DATA_FILE = {"llava": "demo_train.json", "sharegpt": "demo_train.json",
