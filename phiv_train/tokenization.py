@@ -59,9 +59,9 @@ _TRAINED_PIECES = 1500
 """Size of the learned part of the tiny vocabulary (byte pieces and specials included)."""
 
 _CORPUS_LINES = (
-    "Classify the video into one of the following classes: ApplyEyeMakeup, ApplyLipstick, "
-    "Archery, BabyCrawling, BalanceBeam, BandMarching, BaseballPitch, Basketball, "
-    "BasketballDunk, BenchPress.",
+    ("Classify the video into one of the following classes: ApplyEyeMakeup, ApplyLipstick, "
+     "Archery, BabyCrawling, BalanceBeam, BandMarching, BaseballPitch, Basketball, "
+     "BasketballDunk, BenchPress."),
     "What is the date mentioned in this letter? What is the total amount on the invoice?",
     "Answer briefly. Is the statement about the two images true or false? True False",
     "Is this meme hateful? Answer yes or no. The text on the image says something.",

@@ -76,7 +76,8 @@ class Phi3VCollator:
         labels = (torch.full((len(samples), width), self.label_pad, dtype=torch.int64)
                   if with_labels[0] else None)
         for row, (sample, length) in enumerate(zip(samples, lengths)):
-            span = slice(0, length) if self.padding_side == "right" else slice(width - length, width)
+            right = self.padding_side == "right"
+            span = slice(0, length) if right else slice(width - length, width)
             input_ids[row, span] = sample["input_ids"]
             attention_mask[row, span] = 1
             if labels is not None:

@@ -38,7 +38,13 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from phiv_data.errors import MediaError, UsageError, display_path
-from phiv_data.phi3v import CROP_SIZE, DEFAULT_NUM_CROPS, hd_grid, hd_resized_size, image_token_count
+from phiv_data.phi3v import (
+    CROP_SIZE,
+    DEFAULT_NUM_CROPS,
+    hd_grid,
+    hd_resized_size,
+    image_token_count,
+)
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
