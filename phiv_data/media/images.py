@@ -21,10 +21,12 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from PIL import Image, UnidentifiedImageError
+from typing import TYPE_CHECKING
 
 from phiv_data.errors import MediaError, display_path
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 DEFAULT_MAX_PIXELS = 89_478_485
 """Largest image (width x height) decoded; Pillow's own bomb threshold. Larger is refused."""
@@ -108,7 +110,15 @@ ERROR_KINDS = frozenset({"empty", "unreadable", "truncated", "bomb"})
 """Problem kinds that make an image unusable (the others are warnings)."""
 
 
+def _pil():
+    # Pillow is imported on first use: validating without image checks never needs it.
+    from PIL import Image
+
+    return Image
+
+
 def _orientation(image: Image.Image) -> int:
+    Image = _pil()
     # Read EXIF only from data the header parse already holds: ``Image.getexif`` on a PNG
     # without an early eXIf chunk would decode the whole image to look for one.
     raw = image.info.get("exif")
@@ -134,6 +144,8 @@ def _header_of(image: Image.Image) -> ImageHeader:
 
 
 def _open(source: str | Path | io.BytesIO, shown: str) -> Image.Image:
+    from PIL import Image, UnidentifiedImageError
+
     with warnings.catch_warnings():
         # Pillow warns (and past twice its limit raises) on big images; phiv applies its own
         # limit from the header instead, so neither should fire here.
@@ -291,7 +303,7 @@ def inspect_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS,
                                                max_aspect_ratio=max_aspect_ratio))
         if not any(kind in ERROR_KINDS for kind, _ in report.problems):
             with warnings.catch_warnings():
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                warnings.simplefilter("ignore", _pil().DecompressionBombWarning)
                 failure = decode_problem(image)
             if failure:
                 report.problems.append(failure)

@@ -12,7 +12,7 @@ path. Line numbers are relative to the chunk; the runner shifts them.
 from __future__ import annotations
 
 import gc
-import hashlib
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from itertools import chain, islice
@@ -28,6 +28,10 @@ from phiv_data.validate.syntax import classify_line
 from phiv_data.validate.tokens import TokenCounter, image_tokens, record_length
 
 BLOCK_BYTES = 4 << 20
+# Literal patterns: the regex engine scans for a literal prefix faster than `in` does for
+# two-character needles made of common path characters.
+_PARENT_OR_ABSOLUTE = re.compile(r"\.\.")
+_NEWLINE_SLASH = re.compile(r"\n/")
 BOM = b"\xef\xbb\xbf"
 
 _ID = attrgetter("id")
@@ -50,8 +54,6 @@ class ChunkTask:
     """Absolute images root for file checks; ``None`` checks path syntax only."""
     collect_references: bool = False
     """Return every image path (to find images shared between files)."""
-    hash_bytes: bool = False
-    """Compute the sha256 of the bytes read (when the chunk is the whole file)."""
 
 
 @dataclass
@@ -62,7 +64,6 @@ class ChunkResult:
     start: int
     lines: int = 0
     size: int = 0
-    sha256: str | None = None
     issues: list[Issue] = field(default_factory=list)
     ids: list[str | None] = field(default_factory=list)
     records: int = 0
@@ -136,8 +137,10 @@ class _ChunkValidator:
     # -- reading -----------------------------------------------------------------------
     def run(self) -> ChunkResult:
         task, result = self.task, self.result
-        digest = hashlib.sha256() if task.hash_bytes else None
         limit = self.options.max_line_bytes
+        # Blocks no longer than the line limit: only a block's first line (which may
+        # continue the previous block) can then exceed it, so no line is measured twice.
+        block_bytes = min(BLOCK_BYTES, limit)
         carry = b""
         skipped = 0  # bytes of an over-long line dropped so far
         at_file_start = task.start == 0
@@ -145,13 +148,11 @@ class _ChunkValidator:
             handle.seek(task.start)
             remaining = task.end - task.start
             while remaining > 0:
-                block = handle.read(min(BLOCK_BYTES, remaining))
+                block = handle.read(min(block_bytes, remaining))
                 if not block:
                     break
                 remaining -= len(block)
                 result.size += len(block)
-                if digest is not None:
-                    digest.update(block)
                 if at_file_start:
                     at_file_start = False
                     if block.startswith(BOM):
@@ -173,8 +174,6 @@ class _ChunkValidator:
                 carry = block[cut + 1:]
         if carry or skipped:
             self._process(carry, skipped)
-        if digest is not None:
-            result.sha256 = digest.hexdigest()
         return result
 
     # -- one block of complete lines --------------------------------------------------
@@ -185,11 +184,8 @@ class _ChunkValidator:
         base = result.lines  # lines before this block, within the chunk
         result.lines += count
         too_long: dict[int, int] = {}
-        if skipped:
+        if skipped or len(lines[0]) > options.max_line_bytes:
             too_long[0] = skipped + len(lines[0])
-        if len(data) > options.max_line_bytes and max(map(len, lines)) > options.max_line_bytes:
-            too_long.update((index, len(line)) for index, line in enumerate(lines)
-                            if len(line) > options.max_line_bytes)
         if b"\r" in data:
             for index, line in enumerate(lines):
                 if line.endswith(b"\r"):
@@ -265,26 +261,37 @@ class _ChunkValidator:
                                                for record in records)
             else:
                 result.reference_counts.extend(image_counts)
-        paths = list(chain.from_iterable(map(_IMAGES, turns)))
         bad: dict[str, tuple[str, str]] = {}
-        if paths:
+        decode = options.check_images == "decode" and self.inspector is not None
+        if self.task.collect_references or decode or self.resolver is None:
+            paths = list(chain.from_iterable(map(_IMAGES, turns)))
             if self.task.collect_references:
                 result.references.extend(paths)
-            bad = self._path_problems(paths)
-            if bad:
-                for line, record in where():
-                    for field_path, path in image_fields(record):
-                        if path in bad:
-                            code, message = bad[path]
-                            result.issues.append(Issue(code, message, None, line, field_path,
-                                                       record.id))  # type: ignore[attr-defined]
-            if options.check_images == "decode" and self.inspector is not None:
-                self._decode_images(paths, bad, where)
+            bad = self._path_problems(paths) if paths else {}
+        elif not self.resolver.known.issuperset(chain.from_iterable(map(_IMAGES, turns))):
+            # Common case above: every reference is a file already seen (one set lookup
+            # each, no list built). Otherwise look closer.
+            paths = list(chain.from_iterable(map(_IMAGES, turns)))
+            bad = self.resolver.problems(paths)
+        if bad:
+            for line, record in where():
+                for field_path, path in image_fields(record):
+                    if path in bad:
+                        code, message = bad[path]
+                        result.issues.append(Issue(code, message, None, line, field_path,
+                                                   record.id))  # type: ignore[attr-defined]
+        if decode:
+            self._decode_images(paths, bad, where)
         if self.counter is not None:
             self._token_budget(where(), bad)
 
     def _decode(self, lines: list[bytes], base: int, too_long: dict[int, int],
                 precise: set[int]) -> list:
+        if not too_long:
+            try:
+                return list(map(decode_record, lines))  # the common case: all lines valid
+            except DecodeError:
+                pass
         records: list = []
         append = records.append
         count = len(lines)
@@ -318,8 +325,8 @@ class _ChunkValidator:
         if self.resolver is not None:
             return self.resolver.problems(paths)
         joined = "\n".join(paths)
-        if ("\\" in joined or ".." in joined or ":" in joined or joined.startswith("/")
-                or "\n/" in joined):
+        if ("\\" in joined or ":" in joined or joined.startswith(("/", "..")) or
+                _PARENT_OR_ABSOLUTE.search(joined) or _NEWLINE_SLASH.search(joined)):
             return {path: problem for path in set(paths)
                     if (problem := path_syntax_problem(path)) is not None}
         return {}

@@ -2,9 +2,9 @@
 
 Files are cut into byte ranges at line starts; each range is validated by
 :func:`phiv_data.validate.chunk.validate_chunk`, inline with one worker or in a process pool
-with several. With one worker each file is one chunk, hashed as it is read; with several,
-the parent hashes each file while the workers validate, and checks (size, mtime, inode)
-before and after, so the recorded sha256 is that of the bytes validated.
+with several. With one worker each file is one chunk. A thread of the parent hashes each file
+while it is validated, and (size, mtime, inode) are compared before and after, so the
+recorded sha256 is that of the bytes validated.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import hashlib
 import multiprocessing
 import os
 import sys
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -120,10 +121,8 @@ def plan_chunks(inputs: list[InputFile], options: ValidationOptions, workers: in
                     bounds.append(_next_line_start(handle, bounds[-1] + target, size))
         if bounds[-1] != size or size == 0:
             bounds.append(size)
-        whole = len(bounds) == 2
         for start, end in zip(bounds, bounds[1:]):
-            tasks.append(ChunkTask(index, str(item.path), start, end, options, root,
-                                   collect, hash_bytes=whole))
+            tasks.append(ChunkTask(index, str(item.path), start, end, options, root, collect))
     return tasks
 
 
@@ -146,20 +145,31 @@ def _pool_context():
     return multiprocessing.get_context(method)
 
 
+def _hash_files(inputs: list[InputFile], hashes: dict[int, str]) -> threading.Thread:
+    """Hash every file in a thread: hashlib and file reads release the GIL, so the hash of
+    the exact bytes validated costs no time on the validating core."""
+
+    def work() -> None:
+        for index, item in enumerate(inputs):
+            hashes[index] = _hash(item.path)
+
+    thread = threading.Thread(target=work, name="phiv-validate-hash", daemon=True)
+    thread.start()
+    return thread
+
+
 def run_tasks(tasks: list[ChunkTask], workers: int, inputs: list[InputFile]
               ) -> tuple[list[ChunkResult], dict[int, str]]:
-    """Validate every chunk; return results in task order and the files' sha256."""
+    """Validate every chunk; return results in task order and each file's sha256."""
     hashes: dict[int, str] = {}
     if workers <= 1 or len(tasks) <= 1:
+        hashing = _hash_files(inputs, hashes)
         results = [validate_chunk(task) for task in tasks]
     else:
         with ProcessPoolExecutor(max_workers=min(workers, len(tasks)),
                                  mp_context=_pool_context()) as pool:
             futures = [pool.submit(validate_chunk, task) for task in tasks]
-            # The parent is idle while workers validate: hash the split files meanwhile.
-            for index, item in enumerate(inputs):
-                if not any(task.hash_bytes for task in tasks if task.file_index == index):
-                    hashes[index] = _hash(item.path)
+            hashing = _hash_files(inputs, hashes)  # after the workers are forked
             try:
                 results = [future.result() for future in futures]
             except PhivError:
@@ -170,9 +180,7 @@ def run_tasks(tasks: list[ChunkTask], workers: int, inputs: list[InputFile]
                 raise DataError(f"a validation worker failed: {type(error).__name__}: {error}",
                                 hint="rerun with --workers 1 (and PHIV_DEBUG=1) to see "
                                 "where") from None
-    for result, task in zip(results, tasks):
-        if task.hash_bytes and result.sha256 is not None:
-            hashes[task.file_index] = result.sha256
+    hashing.join()
     return results, hashes
 
 
