@@ -308,6 +308,45 @@ def convert_ucf101_command(
     typer.echo(ucf101.convert(src, out, run=run, plan=plan).summary(notes=False))
 
 
+@app.command("preview")
+def preview_command(
+    file: Annotated[Path, typer.Argument(help="A phiv JSONL shard.")],
+    out: Annotated[Path, typer.Option(help="The HTML file to write (self-contained).")],
+    images_root: Annotated[Path | None, typer.Option(
+        help="Folder image paths are relative to (default: the manifest's, else images/ "
+             "beside FILE).")] = None,
+    sample: Annotated[int, typer.Option(help="Records shown (all when there are fewer).")] = 50,
+    seed: Annotated[int, typer.Option(help="Seed of the random sample.")] = 0,
+    measure: Annotated[int, typer.Option(
+        help="Records whose image headers are read for the size and token plots.")] = 1000,
+    num_crops: Annotated[int, typer.Option(help="Phi-3.5-vision num_crops for image "
+                                                "tokens.")] = 4,
+    max_length: Annotated[int | None, typer.Option(
+        help="Token budget: drawn on the token plot and checked for the shown records.")]
+    = None,
+    tokenizer: Annotated[Path | None, typer.Option(
+        help="Folder with tokenizer.json for exact text token counts (else estimated).")]
+    = None,
+    check_images: Annotated[str, typer.Option(
+        help="Checks of the shown records' images: exists or decode.")] = "decode",
+    validate: Annotated[bool, typer.Option(
+        "--validate/--no-validate", help="Show the validation issues of the shown records.")]
+    = True,
+) -> None:
+    """Write one self-contained HTML page: sampled records with their images and issues,
+    and plots of the whole dataset."""
+    from phiv_data.preview import PreviewOptions, build_preview
+
+    result = build_preview(file, out, PreviewOptions(
+        images_root=images_root, sample=sample, seed=seed, measure=measure,
+        num_crops=num_crops, max_length=max_length, tokenizer=tokenizer,
+        check_images=check_images, validate=validate))
+    for note in result.notes:
+        typer.echo(f"  {note}")
+    typer.echo(f"wrote {result.out}: {result.shown} records, {result.embedded_images} images, "
+               f"{result.issues} issues shown")
+
+
 @app.command("join")
 def join_command(
     parts: Annotated[list[Path], typer.Argument(help="The part directories written with "
