@@ -112,8 +112,7 @@ def build_demo_tree(root: str | Path) -> tuple[Path, int]:
 def validate_output(out: Path, *, workers: int | None = None) -> Any:
     """Validate every shard of a converted dataset with its images decoded
     (``phiv-data validate --check-images decode``); returns the validation report."""
-    from phiv_data.validate.options import ValidationOptions
-    from phiv_data.validate.runner import validate_paths
+    from phiv_data.validate import ValidationOptions, validate_paths
 
     return validate_paths(sorted(out.glob("*.jsonl")),
                           ValidationOptions(check_images="decode", workers=workers))
@@ -157,6 +156,9 @@ def run_demo(out: str | Path = "phiv-demo", *, workers: int | None = None,
         echo(validation.render_text())
         raise DataError(f"the demo output does not validate: {_describe(validation)}",
                         hint="please report this as a bug")
+    from phiv_data.validate import record_validation
+
+    record_validation(validation)  # the manifest now says so: phiv-train accepts the shards
     echo(f"validate --check-images decode: passed ({_describe(validation)})")
     echo(f"result: {display_path(dataset)} (ucf101_{{train,val,test}}.jsonl, images/, "
          "manifest.json)")

@@ -174,3 +174,62 @@ def set_avi_frame_count(path: str | Path, count: int) -> None:
         handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
+
+
+SPELLING = {"HandstandPushups": "HandStandPushups"}
+"""Folder name -> file-name spelling, where the real dataset differs."""
+
+
+def clip_name(class_name: str, group: int, clip: int = 1, extension: str = ".avi") -> str:
+    """``v_<Class>_gGG_cCC.avi`` with the real dataset's spelling quirks."""
+    return f"v_{SPELLING.get(class_name, class_name)}_g{group:02d}_c{clip:02d}{extension}"
+
+
+def make_subset_tree(root: str | Path, classes: tuple[str, ...] = ("ApplyEyeMakeup",
+                     "HandstandPushups"), per_split: dict[str, int] | None = None,
+                     frames: int = 12, codec: str = "xvid") -> Path:
+    """The recipe's subset layout: ``root/{split}/<Class>/v_<Class>_gGG_c01.avi``; clip i
+    of a split has ``frames + i`` frames (so videos differ)."""
+    root = Path(root)
+    per_split = per_split or {"train": 2, "val": 1, "test": 1}
+    first_group = {"train": 8, "val": 20, "test": 1}
+    for split, count in per_split.items():
+        for class_name in classes:
+            for i in range(count):
+                make_video(root / split / class_name / clip_name(class_name, first_group[split] + i),
+                           frames + i, codec=codec, audio=False)
+    return root
+
+
+def make_official_tree(root: str | Path, classes: tuple[str, ...] = ("ApplyEyeMakeup",
+                       "BabyCrawling", "HandstandPushups"), groups: range = range(1, 7),
+                       test_groups: tuple[int, ...] = (1, 2), frames: int = 10,
+                       extra_classes: tuple[str, ...] = ("Archery",),
+                       missing: str | None = "BabyCrawling/v_BabyCrawling_g06_c02.avi") -> Path:
+    """The official release's layout: ``root/UCF-101/<Class>/*.avi`` and
+    ``root/ucfTrainTestlist/`` (classInd.txt and fold 1 lists, CRLF). The lists name
+    HandstandPushups clips with the folder's spelling while the files use the real
+    ``HandStandPushups`` one, ``extra_classes`` are in classInd.txt without videos, and
+    ``missing`` is listed but absent."""
+    root = Path(root)
+    lists = root / "ucfTrainTestlist"
+    lists.mkdir(parents=True, exist_ok=True)
+    all_classes = sorted(classes + extra_classes)
+    (lists / "classInd.txt").write_bytes("".join(
+        f"{i} {name}\r\n" for i, name in enumerate(all_classes, start=1)).encode())
+    train, test = [], []
+    for class_name in classes:
+        label = all_classes.index(class_name) + 1
+        for group in groups:
+            make_video(root / "UCF-101" / class_name / clip_name(class_name, group),
+                       frames + group, codec="xvid", audio=False)
+            listed = f"{class_name}/v_{class_name}_g{group:02d}_c01.avi"
+            if group in test_groups:
+                test.append(f"{listed}\r\n")
+            else:
+                train.append(f"{listed} {label}\r\n")
+    if missing:
+        train.append(f"{missing} {all_classes.index(missing.split('/')[0]) + 1}\r\n")
+    (lists / "trainlist01.txt").write_bytes("".join(train).encode())
+    (lists / "testlist01.txt").write_bytes("".join(test).encode())
+    return root
