@@ -83,9 +83,9 @@ def load_image(path: str | os.PathLike) -> Image.Image:
     """
     shown = display_path(path)
     try:
-        with Image.open(path) as opened:
-            opened.load()
-            image = ImageOps.exif_transpose(opened)
+        with Image.open(path) as image:
+            image.load()
+            ImageOps.exif_transpose(image, in_place=True)  # no copy when already upright
     except FileNotFoundError:
         raise MediaError(f"{shown}: image file not found",
                          hint="check the images root and the record's image path") from None
