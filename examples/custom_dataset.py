@@ -14,7 +14,9 @@ A converter is two things: a *plan* (every unit of work, in a deterministic orde
 *pure row function* from one unit to one record plus the files to write. phiv's converter
 framework (``phiv_data.convert.framework``) does the rest: atomic output, a manifest written
 last, resume after a crash (rerun the same command), parallel workers, a report of every
-skipped item. Validate the result before training: ``phiv-data validate OUT/*.jsonl``.
+skipped item. Then the result is validated (images decoded) and the outcome recorded in the
+manifest, which is what ``phiv-train`` checks before it trains on the shards (the same as
+``phiv-data validate OUT/*.jsonl --check-images decode``).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from phiv_data.convert.framework import (
     WorkItem,
     run_conversion,
 )
+from phiv_data.validate import ValidationOptions, record_validation, validate_paths
 
 NAME = "my_photos"
 PROMPT = "Classify the image into one of the following classes: {classes}."
@@ -80,12 +83,13 @@ def image_to_record(item: WorkItem, *, prompt: str, link: bool = False) -> Conve
 
 def make_demo_source(src: Path) -> Path:
     """A tiny folder in the expected layout (two classes, one unreadable file)."""
-    for split, count in [("train", 3), ("val", 1), ("test", 1)]:
+    for offset, (split, count) in enumerate([("train", 3), ("val", 1), ("test", 1)]):
         for label, colour in [("Cat", "orange"), ("Dog", "brown")]:
             folder = src / split / label
             folder.mkdir(parents=True, exist_ok=True)
             for index in range(count):
-                Image.new("RGB", (48 + index, 40), colour).save(folder / f"{index:04d}.jpg")
+                size = (48 + index + 8 * offset, 40)  # distinct images: no train/test leak
+                Image.new("RGB", size, colour).save(folder / f"{index:04d}.jpg")
     (src / "train" / "Dog" / "broken.jpg").write_bytes(b"not an image")
     return src
 
@@ -103,7 +107,11 @@ def main(argv: list[str] | None = None) -> int:
                                 RunOptions(workers=args.workers, progress=False,
                                            command="examples/custom_dataset.py"))
     print(report.summary())
-    return 0
+    validation = validate_paths(sorted(args.out.glob("*.jsonl")),
+                                ValidationOptions(check_images="decode"))
+    record_validation(validation)
+    print(validation.render_text())
+    return 0 if validation.ok else 1
 
 
 if __name__ == "__main__":

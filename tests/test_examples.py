@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from native_factories import make_hateful_memes_tree
 
-from phiv_data import load_manifest, read_records
+from phiv_data import load_manifest, read_records, verify_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -57,6 +57,9 @@ def test_custom_dataset_demo_and_rerun(tmp_path: Path):
         assert (out / "images" / record.images[0]).is_file()
     manifest = load_manifest(out)
     assert [shard.records for shard in manifest.shards] == [6, 2, 2]
+    assert all(shard.validation is not None and shard.validation.passed
+               for shard in manifest.shards)
+    verify_dataset(out)  # what phiv-train checks before training
     before = (out / "my_photos_train.jsonl").read_bytes()
     src = tmp_path / "src"
     # the same folder given explicitly converts into a new output identically

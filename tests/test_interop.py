@@ -13,6 +13,7 @@ from phiv_data import load_manifest
 from phiv_data.cli import app
 from phiv_data.errors import DataError
 from phiv_data.interop import ExportOptions, export_files, import_files
+from phiv_data.validate import ValidationOptions, validate_paths
 from fixtures_interop import make_dataset, make_image, read_back, sample_records
 
 FORMATS = ["llava", "sharegpt", "hf"]
@@ -32,6 +33,10 @@ def test_phiv_to_format_to_phiv_is_lossless(tmp_path: Path, fmt: str):
     [entry] = manifest.shards
     assert (entry.file, entry.records, entry.images, entry.unlabeled) == (
         "demo_train.jsonl", 4, 6, 1)
+    # the imported shard validates as it is, its images found through the manifest
+    validation = validate_paths([tmp_path / "back" / "demo_train.jsonl"],
+                                ValidationOptions(check_images="decode"))
+    assert validation.errors == 0, validation.render_text()
     images_root = (tmp_path / "back" / entry.images_root).resolve()
     for record in read_back(shard):
         for image in record.images:
