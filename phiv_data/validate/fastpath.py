@@ -45,7 +45,8 @@ decode_record = msgspec.json.Decoder(FastRecord).decode
 """``decode_record(line_bytes) -> FastRecord``; raises ``msgspec.DecodeError`` (or its
 ``ValidationError`` subclass) for any line the schema would reject."""
 
-DecodeError = msgspec.DecodeError
+DecodeError = (msgspec.DecodeError, UnicodeDecodeError)
+"""What ``decode_record`` raises for a rejected line (invalid UTF-8 raises the latter)."""
 
 _MIRRORS = ((FastTurn, Turn), (FastRecord, Record))
 
