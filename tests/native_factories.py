@@ -49,8 +49,9 @@ def document_page(width: int = 17, height: int = 23, seed: int = 0) -> Image.Ima
     return Image.fromarray(page, "L")
 
 
-def photo(width: int = 16, height: int = 12, seed: int = 0) -> Image.Image:
-    """An RGB picture with smooth gradients and noise (a stand-in for a natural photo)."""
+def photo(width: int = 16, height: int = 12, seed: int = 0, noise: float = 3.0) -> Image.Image:
+    """An RGB picture with smooth gradients and sensor noise (a stand-in for a photo:
+    about 500 KB as PNG, 55 KB as JPEG at 640x480)."""
     rng = np.random.default_rng(seed)
     y, x = np.mgrid[0:height, 0:width].astype(np.float32)
     channels = [
@@ -58,7 +59,7 @@ def photo(width: int = 16, height: int = 12, seed: int = 0) -> Image.Image:
         (x / max(1, width - 1)) * 200 + 20,
         (y / max(1, height - 1)) * 180 + 40,
     ]
-    array = np.stack(channels, axis=-1) + rng.normal(0, 12, size=(height, width, 3))
+    array = np.stack(channels, axis=-1) + rng.normal(0, noise, size=(height, width, 3))
     return Image.fromarray(np.clip(array, 0, 255).astype(np.uint8), "RGB")
 
 

@@ -123,12 +123,16 @@ def test_parquet_and_official_files_together_are_refused(tmp_path):
         convert(tmp_path / "src", tmp_path / "out", run=ONE)
 
 
-def test_missing_and_unreadable_pages_are_reported_with_file_and_item(tmp_path):
-    tree = make_docvqa_tree(tmp_path / "src", splits={"train": 6}, pages_per_split=3)
+@pytest.mark.parametrize("check", ["decode", "verify"])
+def test_missing_and_unreadable_pages_are_reported_with_file_and_item(tmp_path, check):
+    tree = make_docvqa_tree(tmp_path / "src", splits={"train": 6}, pages_per_split=3,
+                            page_size=(40, 50))
     documents = tmp_path / "src" / "train" / "documents"
     (documents / "d001xtr_2.png").unlink()  # questions 1 and 4
-    (documents / "d002xtr_3.png").write_bytes(tree.pages["d002xtr_3.png"][:60])  # truncated
-    report = convert(tmp_path / "src", tmp_path / "out", run=ONE)
+    corrupt = bytearray(tree.pages["d002xtr_3.png"])  # questions 2 and 5
+    corrupt[len(corrupt) // 2] ^= 0xFF  # one flipped bit inside the compressed pixels
+    (documents / "d002xtr_3.png").write_bytes(bytes(corrupt))
+    report = convert(tmp_path / "src", tmp_path / "out", DocVQAOptions(check=check), run=ONE)
     skipped = {(entry.where, entry.reason) for entry in report.skipped}
     where = "train/train_v1.0_withQT.json: data"
     assert skipped == {(f"{where}[1]", "missing-image"), (f"{where}[4]", "missing-image"),
@@ -138,7 +142,7 @@ def test_missing_and_unreadable_pages_are_reported_with_file_and_item(tmp_path):
         "missing-image": 2, "unreadable-image": 2}
 
     with pytest.raises(DataError, match=r"train_v1.0_withQT.json: data\[1\]: missing-image"):
-        convert(tmp_path / "src", tmp_path / "strict",
+        convert(tmp_path / "src", tmp_path / "strict", DocVQAOptions(check=check),
                 run=RunOptions(workers=1, strict=True, progress=False))
 
 
@@ -202,3 +206,15 @@ def test_cli(tmp_path):
     result = runner.invoke(app, ["convert", "docvqa", "--src", str(tmp_path / "nothing"),
                                  "--out", str(tmp_path / "o")])
     assert result.exit_code == 2 and "not a directory" in result.output
+
+
+@pytest.mark.parametrize("make", [make_docvqa_tree, make_docvqa_parquet])
+def test_output_validates_with_decoded_images(tmp_path, make):
+    from phiv_data.validate import ValidationOptions, validate_paths
+
+    make(tmp_path / "src")
+    convert(tmp_path / "src", tmp_path / "out", run=ONE)
+    report = validate_paths([tmp_path / "out"], ValidationOptions(check_images="decode",
+                                                                  workers=1))
+    assert report.ok, [str(issue) for issue in report.issues]
+    assert {issue.code for issue in report.issues} == {"I-UNLABELED"}  # the test split

@@ -137,3 +137,25 @@ def test_empty_text_and_custom_prompt(tmp_path):
             HatefulMemesOptions(prompt="Meme says: «{text}». Hateful?"), run=ONE)
     (record,) = records(tmp_path / "out" / "hateful_memes_train.jsonl")
     assert record.conversations[0].user == "Meme says: «». Hateful?"
+
+
+def test_output_validates_with_decoded_images(tmp_path):
+    from phiv_data.validate import ValidationOptions, validate_paths
+
+    make_hateful_memes_tree(tmp_path / "src")
+    convert(tmp_path / "src", tmp_path / "out", run=ONE)
+    report = validate_paths([tmp_path / "out"], ValidationOptions(check_images="decode",
+                                                                  workers=1))
+    assert report.ok, [str(issue) for issue in report.issues]
+    # kept on purpose: control characters in the meme text (a warning), the test_seen file
+    # without labels, and the meme dev_seen and dev_unseen share
+    assert {issue.code for issue in report.issues} == {"W-TEXT-CONTROL", "I-UNLABELED",
+                                                       "W-LEAK-SHARED"}
+
+
+@pytest.mark.parametrize("name", ["DOCVQA_PROMPT", "NLVR2_PROMPT", "HATEFUL_MEMES_PROMPT"])
+def test_prompts_are_documented_in_the_readme(name):
+    from phiv_data.convert import prompts
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    assert f"`{getattr(prompts, name)!r}`" in readme

@@ -181,3 +181,17 @@ def test_same_output_with_one_or_two_workers_and_cli(tmp_path):
         key: value for key, value in two.items() if "images/" in key}
     first = records(tmp_path / "two" / "nlvr2_train.jsonl")[0]
     assert first.conversations[0].user == "The left image has 0 dogs. True or False?"
+
+
+@pytest.mark.parametrize("layout", ["official", "list"])
+def test_output_validates_with_decoded_images(tmp_path, layout):
+    from phiv_data.validate import ValidationOptions, validate_paths
+
+    if layout == "official":
+        make_nlvr2_tree(tmp_path / "src", misplaced=1)
+    else:
+        make_nlvr2_parquet(tmp_path / "src", layout=layout)
+    convert(tmp_path / "src", tmp_path / "out", run=ONE)
+    report = validate_paths([tmp_path / "out"], ValidationOptions(check_images="decode",
+                                                                  workers=1))
+    assert report.ok and not report.issues, [str(issue) for issue in report.issues]
