@@ -195,3 +195,19 @@ def test_output_validates_with_decoded_images(tmp_path, layout):
     report = validate_paths([tmp_path / "out"], ValidationOptions(check_images="decode",
                                                                   workers=1))
     assert report.ok and not report.issues, [str(issue) for issue in report.issues]
+
+
+def test_resume_after_a_strict_failure_gives_the_same_output(tmp_path):
+    make_nlvr2_tree(tmp_path / "src", splits={"train": 3, "dev": 2})
+    (tmp_path / "src" / "images" / "dev" / "dev-100-0-img1.png").unlink()
+    with pytest.raises(DataError, match=r"dev.json:1: missing-image"):
+        convert(tmp_path / "src", tmp_path / "out",
+                run=RunOptions(workers=1, strict=True, progress=False))
+    assert not (tmp_path / "out" / "manifest.json").exists()
+    resumed = convert(tmp_path / "src", tmp_path / "out", run=ONE)
+    assert load_manifest(tmp_path / "out").producer["resumed_items"] == 7  # train + the skip
+    fresh = convert(tmp_path / "src", tmp_path / "fresh", run=ONE)
+    assert tree_bytes(tmp_path / "out") == tree_bytes(tmp_path / "fresh")
+    assert resumed.to_dict() == fresh.to_dict()
+    again = convert(tmp_path / "src", tmp_path / "out", run=ONE)  # finished: nothing to do
+    assert again.to_dict() == fresh.to_dict()
