@@ -110,6 +110,10 @@ class Phi3VConfig(Phi3Config):
         self.img_processor = {**DEFAULT_IMG_PROCESSOR, **(self.img_processor or {})}
         _check_supported(self.embd_layer, self.img_processor)
         super().__post_init__(**kwargs)
+        # Phi3Config renames "su" to "longrope" only after standardising, so the pretraining
+        # length is not yet in rope_parameters; LongRoPE reads it from there.
+        if (self.rope_parameters or {}).get("rope_type") == "longrope":
+            self.rope_parameters["original_max_position_embeddings"] = self.original_max_position_embeddings
 
     def vision_config(self) -> CLIPVisionConfig:
         """The ``CLIPVisionConfig`` of the vision tower (a fresh object on every call).
