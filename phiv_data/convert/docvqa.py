@@ -70,6 +70,7 @@ from phiv_data.convert.native_io import (
     read_json_items,
     read_parquet_rows,
     resolve_image,
+    source_path,
 )
 from phiv_data.convert.prompts import DOCVQA_PROMPT
 from phiv_data.errors import DataError, UsageError, display_path
@@ -194,7 +195,7 @@ def iter_rows(source: SplitSource, src: Path, index: FileIndex
                     yield row, None, RowProblem(f"image {name!r}: not found next to {path.name} "
                                                 "nor by file name under --src", "missing-image")
                 else:
-                    yield row, ImageSource(found.stem, found.suffix, display_path(found),
+                    yield row, ImageSource(found.stem, found.suffix, source_path(found, src),
                                            path=str(found)), None
 
 
@@ -211,7 +212,7 @@ def build_plan(src: str | Path, options: DocVQAOptions = DocVQAOptions()) -> Pla
     """
     check_template(options.prompt, PROMPT_FIELDS)
     check_option(options.check)
-    src = Path(src)
+    src = Path(src).absolute()  # workers may run in another directory
     index = FileIndex(src)
     items: list[WorkItem] = []
     notes: list[str] = []

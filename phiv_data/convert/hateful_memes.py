@@ -63,6 +63,7 @@ from phiv_data.convert.native_io import (
     image_media,
     read_json_lines,
     resolve_image,
+    source_path,
 )
 from phiv_data.convert.prompts import HATEFUL_MEMES_ANSWERS, HATEFUL_MEMES_PROMPT
 from phiv_data.errors import UsageError, display_path
@@ -142,7 +143,7 @@ def iter_rows(source: SplitSource, src: Path, index: FileIndex
                 yield row, None, RowProblem(f"img {image!r}: not found next to {path.name} "
                                             "nor by file name under --src", "missing-image")
                 continue
-            yield row, ImageSource(found.stem, found.suffix, display_path(found),
+            yield row, ImageSource(found.stem, found.suffix, source_path(found, src),
                                    path=str(found)), None
 
 
@@ -154,7 +155,7 @@ def build_plan(src: str | Path, options: HatefulMemesOptions = HatefulMemesOptio
     """
     check_template(options.prompt, PROMPT_FIELDS)
     check_option(options.check)
-    src = Path(src)
+    src = Path(src).absolute()  # workers may run in another directory
     index = FileIndex(src)
     items: list[WorkItem] = []
     notes: list[str] = []

@@ -334,6 +334,15 @@ class FileIndex:
         return candidates[0] if candidates else None
 
 
+def source_path(path: Path, src: Path) -> str:
+    """``path`` as reports show it: relative to ``--src`` (the same wherever the command
+    runs), or as given when it lies outside."""
+    try:
+        return path.relative_to(src).as_posix()
+    except ValueError:
+        return str(path)
+
+
 def resolve_image(relative: str, base: Path, index: FileIndex, near: Path | None = None
                   ) -> Path | None:
     """The image a row names: ``base/relative`` if it exists, else found by file name."""

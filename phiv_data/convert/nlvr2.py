@@ -70,6 +70,7 @@ from phiv_data.convert.native_io import (
     parquet_split,
     read_json_lines,
     read_parquet_rows,
+    source_path,
 )
 from phiv_data.convert.prompts import NLVR2_ANSWERS, NLVR2_PROMPT
 from phiv_data.errors import DataError, UsageError, display_path
@@ -240,7 +241,7 @@ def iter_rows(source: SplitSource, src: Path, index: FileIndex
                     missing = RowProblem(f"image {name!r}: not in {folder} nor found by name "
                                          "under --src", "missing-image")
                     break
-                images.append(ImageSource(found.stem, found.suffix, display_path(found),
+                images.append(ImageSource(found.stem, found.suffix, source_path(found, src),
                                           path=str(found)))
             yield row, images if missing is None else [], missing
 
@@ -254,7 +255,7 @@ def build_plan(src: str | Path, options: NLVR2Options = NLVR2Options()) -> Plan:
     """
     check_template(options.prompt, PROMPT_FIELDS)
     check_option(options.check)
-    src = Path(src)
+    src = Path(src).absolute()  # workers may run in another directory
     index = FileIndex(src)
     items: list[WorkItem] = []
     notes: list[str] = []
