@@ -294,7 +294,8 @@ def inspect_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS,
     try:
         image = _open(io.BytesIO(data), display_path(path))
     except MediaError as error:
-        kind = "bomb" if error.hint == BOMB_HINT else "unreadable"
+        kind = ("bomb" if error.hint == BOMB_HINT else
+                "truncated" if "truncated" in error.message.lower() else "unreadable")
         report.problems.append((kind, error.message.split(": ", 1)[-1]))
         return report
     with image:
