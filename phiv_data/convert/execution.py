@@ -161,6 +161,11 @@ def execute(plan: Plan, todo: list[int], images_root: Path, tmp: Path,
         return
     methods = multiprocessing.get_all_start_methods()
     context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+    if context.get_start_method() == "forkserver":
+        # Workers fork from a server that has already imported the row function's module
+        # (and so its decoders): they start in milliseconds instead of re-importing.
+        function = getattr(plan.process, "func", plan.process)
+        context.set_forkserver_preload([__name__, function.__module__, *plan.preload])
 
     def new_pool() -> ProcessPoolExecutor:
         pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,

@@ -151,6 +151,8 @@ class Plan:
         shard_names: split -> shard file name, in the order splits are written.
         notes: dataset-level facts for the report ("layout: official, fold 1").
         unit: what an item is, for progress ("videos").
+        preload: modules the row function needs (decoders, PIL): imported once by the
+            process that forks the workers, so that they start at once.
     """
 
     dataset: str
@@ -160,6 +162,7 @@ class Plan:
     shard_names: dict[str, str]
     notes: list[str] = field(default_factory=list)
     unit: str = "items"
+    preload: tuple[str, ...] = ()
 
 
 @dataclass

@@ -213,7 +213,9 @@ def build_plan(src: str | Path, options: Options) -> Plan:
                 notes=layout.notes + [f"frames: {options.frames} per video, {options.sampling}"
                                       f" sampling, backend {backend} "
                                       f"{backend_version(backend)}"],
-                unit="videos")
+                unit="videos",
+                preload=("numpy", "PIL.Image", "phiv_data.media.video",
+                         {"pyav": "av", "opencv": "cv2", "decord": "decord"}[backend], "av"))
 
 
 def _item(src: Path, split: str, entry: VideoEntry, position: int, prompt: str,
