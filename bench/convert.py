@@ -50,7 +50,7 @@ from native_factories import (  # noqa: E402
 
 from phiv_data.convert import docvqa, hateful_memes, nlvr2  # noqa: E402
 from phiv_data.convert.framework import RunOptions  # noqa: E402
-from phiv_data.convert.native_io import clear_caches  # noqa: E402
+from phiv_data.convert.native_images import clear_caches  # noqa: E402
 
 
 def build(dataset: str, root: Path, scale: float) -> int:

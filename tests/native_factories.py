@@ -309,7 +309,8 @@ def make_nlvr2_parquet(root: Path, *, layout: str = "columns",
 
 # --- Hateful Memes --------------------------------------------------------------------------
 
-TRICKY_TEXT = "tab\there\u0000nul \u2028sep \u0085nel \x1bESC \"q\" \\ caf\u00e9 \U0001F600 \u202eRTL  "
+TRICKY_TEXT = ("tab\there\u0000nul \u2028sep \u0085nel \x1bESC \"q\" \\ caf\u00e9 "
+               "\U0001F600 \u202eRTL  ")
 
 
 @dataclass

@@ -56,16 +56,14 @@ from phiv_data.convert.framework import (
     WorkItem,
     run_conversion,
 )
+from phiv_data.convert.native_images import ImageSource, check_option, image_media
 from phiv_data.convert.native_io import (
     FileIndex,
-    ImageSource,
     NativeRow,
     ParquetCell,
     RowProblem,
-    check_option,
     check_template,
     clean_text,
-    image_media,
     parquet_split,
     read_json_items,
     read_parquet_rows,

@@ -18,7 +18,8 @@ written once however many splits use it.
 
 Example, a ``dev_seen.jsonl`` line::
 
-    {"id": "08291", "img": "img/08291.png", "label": 1, "text": "white people is this a shooting range"}
+    {"id": "08291", "img": "img/08291.png", "label": 1,
+     "text": "white people is this a shooting range"}
 
 becomes (the 1st line of the split)::
 
@@ -52,15 +53,13 @@ from phiv_data.convert.framework import (
     WorkItem,
     run_conversion,
 )
+from phiv_data.convert.native_images import ImageSource, check_option, image_media
 from phiv_data.convert.native_io import (
     FileIndex,
-    ImageSource,
     NativeRow,
     RowProblem,
-    check_option,
     check_template,
     clean_text,
-    image_media,
     read_json_lines,
     resolve_image,
     source_path,
