@@ -54,9 +54,10 @@ class TrainConfig(BaseModel):
     max_length: int | None = Field(default=8192, ge=16, description=(
         "Longest training sequence in tokens, image tokens included; longer samples follow "
         "--too-long. 0 or none: no limit."))
-    too_long: Literal["skip", "error"] = Field(default="skip", description=(
-        "What to do with a sample over --max-length: skip it (counted, listed in "
-        "OUTPUT/skipped_samples.json) or stop with an error naming it."))
+    too_long: Literal["error", "drop", "truncate_turns"] = Field(default="error", description=(
+        "Samples over --max-length, found by a scan before training: error (stop, naming "
+        "them), drop (leave them out, listed in OUTPUT/skipped_samples.json), or "
+        "truncate_turns (keep the leading turns that fit)."))
     dataloader_workers: int = Field(default=4, ge=0, description=(
         "Data-loader worker processes per GPU (images are decoded in them)."))
     seed: int = Field(default=42, description="Random seed (data order, initialisation, dropout).")

@@ -264,3 +264,75 @@ class RecordDataset:
             raise DataError("no answer in the last turn: cannot train on it",
                             location=Location(source.shown, number, "conversations[-1].assistant"))
         return self.encode(record, source.images_root)
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """``(width, height)`` of an image as the processor sees it (EXIF rotation applied),
+    read from its header without decoding the pixels."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        width, height = image.size
+        if image.getexif().get(0x0112) in (5, 6, 7, 8):  # rotated by 90 or 270 degrees
+            width, height = height, width
+    return width, height
+
+
+@dataclass
+class LengthScan:
+    """Token lengths of the training records and what the length policy does with them."""
+
+    lengths: np.ndarray  # tokens of each record, image tokens included
+    keep: list[int]  # index positions that are trained on
+    too_long: list[dict[str, Any]]  # {"id", "shard", "line", "tokens"} of each record over the limit
+
+
+def scan_lengths(index: RecordIndex, processor: Any, *, max_length: int | None,
+                 policy: str) -> LengthScan:
+    """Measure every training record before training, so the length policy is applied once,
+    up front, and reported, instead of surprising the run (or shrinking batches) later.
+
+    Images are not decoded: their sizes come from the file headers.
+
+    Args:
+        index: the training records.
+        processor: the ``Phi3VProcessor`` (its tokenizer and ``num_crops`` count the tokens).
+        max_length: the limit (None: no limit, nothing is read).
+        policy: ``error`` (refuse the run, naming the records), ``drop`` (leave them out) or
+            ``truncate_turns`` (keep their leading turns that fit; drop those whose first
+            turn alone is too long).
+
+    Raises:
+        DataError: under ``error``, naming the first records over the limit.
+    """
+    from phiv_data.phi3v import image_token_count
+
+    if max_length is None:
+        return LengthScan(np.zeros(0, dtype=np.int64), list(range(len(index))), [])
+    lengths = np.zeros(len(index), dtype=np.int64)
+    keep, too_long = [], []
+    for position in range(len(index)):
+        record, source, line = index.read(position)
+        counts = [image_token_count(*image_size(source.images_root / path), processor.num_crops)
+                  for path in record.images]
+        ids, _ = processor.text.encode(record, counts)
+        lengths[position] = len(ids)
+        fits = len(ids) <= max_length
+        if not fits and policy == "truncate_turns" and len(record.conversations) > 1:
+            first_images = len(record.conversations[0].images)
+            first, _ = processor.text.encode(record, counts[:first_images], num_turns=1)
+            fits = len(first) <= max_length
+        if fits:
+            keep.append(position)
+        else:
+            too_long.append({"id": record.id, "shard": source.shown, "line": line,
+                             "tokens": int(len(ids))})
+    if too_long and policy == "error":
+        shown = ", ".join(f"{item['shard']}:{item['line']} ({item['id']}, {item['tokens']} tokens)"
+                          for item in too_long[:5])
+        more = f" and {len(too_long) - 5} more" if len(too_long) > 5 else ""
+        raise DataError(f"{len(too_long)} training records exceed --max-length {max_length}: "
+                        f"{shown}{more}",
+                        hint="raise --max-length, lower --num-crops, or choose --too-long drop "
+                             "or truncate_turns")
+    return LengthScan(lengths, keep, too_long)
