@@ -123,203 +123,6 @@ class SampledVideo:
         return [round(index / fps, 6) for index in self.indices] if fps else None
 
 
-class _Ended(Exception):
-    """The stream ended after ``decoded`` frames, before a requested index."""
-
-    def __init__(self, decoded: int) -> None:
-        super().__init__(decoded)
-        self.decoded = decoded
-
-
-def declared_size_problem(path: Path) -> str | None:
-    """Why a file is shorter than its own container header says (AVI, MP4/MOV), if it is.
-
-    A download cut at a packet boundary still demuxes cleanly; the RIFF size of an AVI or
-    a top-level MP4 box running past the end of the file gives it away.
-    """
-    size = path.stat().st_size
-    with open(path, "rb") as handle:
-        head = handle.read(12)
-        if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
-            declared = int.from_bytes(head[4:8], "little") + 8
-            if declared > size:
-                return f"the file has {size} bytes, its RIFF header declares {declared}"
-            return None
-        if head[4:8] not in (b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip"):
-            return None
-        offset = 0
-        while offset + 8 <= size:
-            handle.seek(offset)
-            header = handle.read(16)
-            box = int.from_bytes(header[:4], "big")
-            if box == 1 and len(header) == 16:
-                box = int.from_bytes(header[8:16], "big")
-            if box == 0:  # runs to the end of the file by definition
-                return None
-            if box < 8 or offset + box > size:
-                return (f"box {header[4:8].decode('latin-1')!r} at byte {offset} runs past the "
-                        f"end of the file ({size} bytes)")
-            offset += box
-    return None
-
-
-def _ffmpeg_failure(error: Exception, path: Path, where: str) -> VideoError:
-    return VideoError("undecodable", f"decoder failed at {where}: {_why(error)}", path)
-
-
-class PyAVVideo:
-    """An open video read with PyAV (also the probe for every backend)."""
-
-    def __init__(self, path: Path) -> None:
-        import av
-
-        self.path = path
-        try:
-            problem = declared_size_problem(path)
-        except OSError as error:
-            raise VideoError("unreadable", _why(error), path) from None
-        if problem is not None:
-            raise VideoError("truncated", f"cut short: {problem}", path)
-        try:
-            self.container = av.open(str(path), metadata_errors="ignore")
-        except (av.error.FFmpegError, OSError, UnicodeDecodeError) as error:
-            raise VideoError("unreadable", f"not a readable video: {_why(error)}",
-                             path) from None
-        try:
-            if not self.container.streams.video:
-                raise VideoError("unreadable", "no video stream", path)
-            self.stream = self.container.streams.video[0]
-            self.stream.thread_count = 1
-            self.packets: list[Any] = []
-            try:
-                for packet in self.container.demux(self.stream):
-                    if packet.size == 0:
-                        continue
-                    if packet.is_corrupt:
-                        raise VideoError("truncated", f"packet {len(self.packets)} is cut "
-                                         "short or damaged (incomplete file?)", path)
-                    self.packets.append(packet)
-            except av.error.FFmpegError as error:
-                raise VideoError("truncated", f"read failed after {len(self.packets)} "
-                                 f"packets: {_why(error)}", path) from None
-            context = self.stream.codec_context
-            rate = self.stream.average_rate or self.stream.guessed_rate
-            self.probe = VideoProbe(
-                codec=context.name, width=context.width, height=context.height,
-                fps=float(rate) if rate else None,
-                container_frame_count=max(int(self.stream.frames or 0), 0),
-                packets=len(self.packets),
-                smallest_packet=min((packet.size for packet in self.packets), default=0))
-        except BaseException:
-            self.container.close()
-            raise
-
-    def _decoded(self) -> Any:
-        import av
-
-        decoded = 0
-        self.stream.codec_context.flush_buffers()  # restart cleanly after an earlier pass
-        try:
-            for packet in [*self.packets, None]:
-                for frame in self.stream.codec_context.decode(packet):
-                    yield frame
-                    decoded += 1
-        except av.error.FFmpegError as error:
-            raise _ffmpeg_failure(error, self.path, f"frame {decoded}") from None
-
-    def count_frames(self) -> int:
-        return sum(1 for _ in self._decoded())
-
-    def read(self, wanted: list[int]) -> dict[int, np.ndarray]:
-        wanted_set, last, frames = set(wanted), wanted[-1], {}
-        index = -1
-        for index, frame in enumerate(self._decoded()):
-            if index in wanted_set:
-                frames[index] = frame.to_ndarray(format="rgb24")
-            if index == last:
-                return frames
-        raise _Ended(index + 1)
-
-    def close(self) -> None:
-        self.container.close()
-
-
-class OpenCVVideo:
-    """An open video read with OpenCV's FFmpeg backend (grab every frame, retrieve and
-    convert only the sampled ones)."""
-
-    def __init__(self, path: Path, probe: VideoProbe) -> None:
-        self.path, self.probe = path, probe
-
-    def _capture(self) -> Any:
-        import cv2
-
-        capture = cv2.VideoCapture(str(self.path), cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, 1])
-        if not capture.isOpened():
-            raise VideoError("unreadable", "OpenCV cannot open it", self.path)
-        capture.set(cv2.CAP_PROP_ORIENTATION_AUTO, 0)  # like the other backends
-        return capture
-
-    def count_frames(self) -> int:
-        capture, count = self._capture(), 0
-        while capture.grab():
-            count += 1
-        capture.release()
-        return count
-
-    def read(self, wanted: list[int]) -> dict[int, np.ndarray]:
-        import cv2
-
-        capture, wanted_set, frames = self._capture(), set(wanted), {}
-        try:
-            for index in range(wanted[-1] + 1):
-                if not capture.grab():
-                    raise _Ended(index)
-                if index in wanted_set:
-                    ok, bgr = capture.retrieve()
-                    if not ok:
-                        raise VideoError("undecodable", f"frame {index} cannot be retrieved",
-                                         self.path)
-                    frames[index] = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-            return frames
-        finally:
-            capture.release()
-
-    def close(self) -> None:
-        pass
-
-
-class DecordVideo:
-    """An open video read with decord (its own frame index, batch decoding)."""
-
-    def __init__(self, path: Path, probe: VideoProbe) -> None:
-        import decord
-
-        self.path, self.probe = path, probe
-        try:
-            self.reader = decord.VideoReader(str(path), num_threads=1)
-        except (RuntimeError, decord.DECORDError) as error:
-            raise VideoError("unreadable", "decord cannot open it: "
-                             f"{str(error).splitlines()[0][:200]}", path) from None
-
-    def count_frames(self) -> int:
-        return len(self.reader)
-
-    def read(self, wanted: list[int]) -> dict[int, np.ndarray]:
-        import decord
-
-        if wanted[-1] >= len(self.reader):
-            raise _Ended(len(self.reader))
-        try:
-            batch = self.reader.get_batch(wanted).asnumpy()
-        except (RuntimeError, decord.DECORDError) as error:
-            raise _ffmpeg_failure(error, self.path, f"frames {wanted}") from None
-        return {index: np.ascontiguousarray(frame) for index, frame in zip(wanted, batch)}
-
-    def close(self) -> None:
-        del self.reader
-
-
 @cache
 def backend_version(name: str) -> str:
     """The installed version of a backend's library (for provenance in ``meta``)."""
@@ -373,6 +176,8 @@ def sample_video(path: str | Path, frames: int = 8, method: str = "uniform",
     Raises:
         VideoError: unreadable, empty, truncated or undecodable video.
     """
+    from phiv_data.media.video_readers import DecordVideo, OpenCVVideo, PyAVVideo, VideoEnded
+
     path = Path(path)
     backend = resolve_backend(backend)
     probed = PyAVVideo(path)
@@ -403,7 +208,7 @@ def sample_video(path: str | Path, frames: int = 8, method: str = "uniform",
             try:
                 decoded = video.read(wanted)
                 break
-            except _Ended as ended:
+            except VideoEnded as ended:
                 if ended.decoded == 0:
                     raise VideoError("empty", "no decodable frame", path) from None
                 notes.append(f"container says {frame_count} frames, stream ends after "
