@@ -170,3 +170,15 @@ def test_images_shared_between_files_are_leakage_warnings(tmp_path):
     # Shared paths are found without decoding too.
     exists = validate_paths([train, val], ValidationOptions(workers=1))
     assert [issue.code for issue in exists.issues] == ["W-LEAK-SHARED"]
+
+
+def test_an_unusable_image_is_an_error_on_every_line_that_uses_it(tmp_path):
+    root = tmp_path / "images"
+    root.mkdir()
+    (root / "empty.jpg").write_bytes(b"")
+    Image.new("P", (8, 8)).save(root / "palette.png")
+    path = write_jsonl(tmp_path / "data.jsonl", [["empty.jpg", "palette.png"],
+                                                 ["palette.png"], ["empty.jpg"]])
+    report = validate_paths([path], ValidationOptions(workers=1, check_images="decode"))
+    found = [(issue.code, issue.line) for issue in report.issues]
+    assert found == [("E-IMAGE-EMPTY", 1), ("W-IMAGE-MODE", 1), ("E-IMAGE-EMPTY", 3)]

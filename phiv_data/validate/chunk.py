@@ -273,6 +273,8 @@ class _ChunkValidator:
             # each, no list built). Otherwise look closer.
             paths = list(chain.from_iterable(map(_IMAGES, turns)))
             bad = self.resolver.problems(paths)
+        if decode:
+            bad.update(self._decode_images(paths, bad, where))
         if bad:
             for line, record in where():
                 for field_path, path in image_fields(record):
@@ -280,8 +282,6 @@ class _ChunkValidator:
                         code, message = bad[path]
                         result.issues.append(Issue(code, message, None, line, field_path,
                                                    record.id))  # type: ignore[attr-defined]
-        if decode:
-            self._decode_images(paths, bad, where)
         if self.counter is not None:
             self._token_budget(where(), bad)
 
@@ -331,24 +331,33 @@ class _ChunkValidator:
                     if (problem := path_syntax_problem(path)) is not None}
         return {}
 
-    def _decode_images(self, paths: list[str], bad: dict, where) -> None:
+    def _decode_images(self, paths: list[str], bad: dict, where) -> dict[str, tuple[str, str]]:
+        """Decode each image once per worker. Returns the unusable ones (reported on every
+        line that uses them); warnings and content hashes are recorded at first use."""
         inspector = self.inspector
         assert inspector is not None
-        fresh = {path for path in set(paths).difference(bad)
-                 if path not in self.reported_media}
-        if not fresh:
-            return
+        unusable: dict[str, tuple[str, str]] = {}
+        candidates = set(paths).difference(bad)
+        fresh = candidates.difference(self.reported_media)
+        located = first_lines(where(), fresh) if fresh else {}
         self.reported_media.update(fresh)
-        located = first_lines(where(), fresh)
-        for path in sorted(fresh, key=lambda item: located[item][0]):
+        for path in sorted(candidates, key=lambda item: located.get(item, (0,))[0]):
             report, first_time = inspector.inspect(path)
+            problems = inspector.problems(report)
+            errors = [problem for problem in problems if problem[0].startswith("E-")]
+            if errors:
+                unusable[path] = (errors[0][0], f"image {path!r}: {errors[0][1]}")
+            if path not in located:
+                continue
             line, field_path, record_id = located[path]
             if first_time:
-                for code, message in inspector.problems(report):
-                    self.result.issues.append(Issue(code, f"image {path!r}: {message}", None,
-                                                    line, field_path, record_id))
-            if report.sha256 is not None:
+                for code, message in problems:
+                    if not code.startswith("E-"):
+                        self.result.issues.append(Issue(code, f"image {path!r}: {message}",
+                                                        None, line, field_path, record_id))
+            if report.sha256 is not None and not errors:
                 self.result.content.append((report.sha256, path, line, field_path, record_id))
+        return unusable
 
     def _token_budget(self, located: list, bad: dict) -> None:
         options, result = self.options, self.result

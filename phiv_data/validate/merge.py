@@ -14,7 +14,8 @@ from phiv_data.validate.issues import Issue
 from phiv_data.validate.options import ValidationOptions
 from phiv_data.validate.report import FileSummary
 
-_MEDIA_PREFIXES = ("E-IMAGE-", "W-IMAGE-")
+_ONCE_PER_IMAGE = frozenset({"W-IMAGE-MODE", "W-IMAGE-EXIF-ROTATED", "W-IMAGE-ASPECT"})
+"""Warnings about an image itself: reported at its first use only, even across workers."""
 
 
 def _duplicate_ids(ids: list[str | None], base: int, seen: dict[str, int], shown: str
@@ -112,7 +113,7 @@ def merge_results(results: list[ChunkResult], summaries: list[FileSummary],
     unique: list[tuple[int, Issue]] = []
     reported: set[tuple[int, str, str]] = set()
     for owner, issue in zip(file_of_issue, issues):
-        if issue.code.startswith(_MEDIA_PREFIXES) and issue.code != "W-IMAGE-DUPLICATE":
+        if issue.code in _ONCE_PER_IMAGE:
             key = (owner, issue.code, issue.message)
             if key in reported:
                 continue

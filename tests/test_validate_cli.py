@@ -1,0 +1,166 @@
+"""`phiv-data validate` from the command line: exit codes, output, manifest recording."""
+
+from __future__ import annotations
+
+import json
+
+import orjson
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from phiv_data import ManifestError, load_manifest, verify_dataset, write_records
+from phiv_data.cli import app
+from phiv_data.shards import save_manifest, sha256_file
+from phiv_data.manifest import Manifest
+
+runner = CliRunner()
+
+
+def record(record_id, images=("a.jpg",), assistant="yes", user="What?"):
+    return {"id": record_id, "conversations": [{"images": list(images), "user": user,
+                                                 "assistant": assistant}]}
+
+
+def make_dataset(directory, name="set_train.jsonl", records=None, images_dir="images"):
+    root = directory / images_dir
+    root.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (30, 20), (3, 4, 5)).save(root / "a.jpg")
+    path = directory / name
+    records = records if records is not None else [record("r1"), record("r2")]
+    path.write_bytes(b"".join(orjson.dumps(item) + b"\n" for item in records))
+    return path
+
+
+def invoke(*args):
+    return runner.invoke(app, ["validate", *map(str, args)])
+
+
+def test_valid_file_exits_zero_and_creates_the_manifest(tmp_path):
+    path = make_dataset(tmp_path)
+    result = invoke(path)
+    assert result.exit_code == 0, result.output
+    assert "VALID: 0 error(s)" in result.output
+    manifest = load_manifest(tmp_path)
+    shard = manifest.shard("set_train.jsonl")
+    assert shard.split == "train" and shard.images_root == "images"
+    assert shard.records == 2 and shard.images == 2
+    assert shard.validation.passed and shard.validation.sha256 == sha256_file(path)
+    assert {check.name for check in shard.validation.checks} == {"syntax", "schema", "dataset"}
+    directory, _ = verify_dataset(tmp_path)
+    assert directory == tmp_path
+
+
+def test_tampered_file_fails_verification(tmp_path):
+    path = make_dataset(tmp_path)
+    assert invoke(path).exit_code == 0
+    with open(path, "ab") as handle:
+        handle.write(orjson.dumps(record("r3")) + b"\n")
+    with pytest.raises(ManifestError, match="bytes changed"):
+        verify_dataset(tmp_path)
+    assert invoke(path).exit_code == 0  # validating again vouches for the new bytes
+    verify_dataset(tmp_path)
+
+
+def test_invalid_file_exits_one_and_creates_no_manifest(tmp_path):
+    path = make_dataset(tmp_path, records=[record("r1"), record("r1", images=["gone.jpg"])])
+    result = invoke(path)
+    assert result.exit_code == 1
+    assert f"{path.name}:2: conversations[0].images[0]: [E-IMAGE-MISSING]" in result.output
+    assert f"{path.name}:2: id: [E-ID-DUPLICATE]" in result.output
+    assert "INVALID" in result.output
+    assert not (tmp_path / "manifest.json").exists()
+
+
+def test_failure_is_recorded_in_an_existing_manifest(tmp_path):
+    shard = write_records(tmp_path / "set_val.jsonl", [record("r1"), record("r2")], split="val")
+    save_manifest(tmp_path, Manifest(shards=[shard]))
+    (tmp_path / "images").mkdir()
+    result = invoke(tmp_path / "set_val.jsonl")
+    assert result.exit_code == 1  # a.jpg is missing
+    entry = load_manifest(tmp_path).shard("set_val.jsonl")
+    assert entry.validation is not None and not entry.validation.passed
+    assert entry.validation.errors == 2 and entry.split == "val"
+    with pytest.raises(ManifestError, match="failed validation"):
+        verify_dataset(tmp_path)
+
+
+def test_images_root_comes_from_the_manifest(tmp_path):
+    shard = write_records(tmp_path / "set_train.jsonl", [record("r1")], split="train",
+                          images_root="media")
+    save_manifest(tmp_path, Manifest(shards=[shard]))
+    (tmp_path / "media").mkdir()
+    Image.new("RGB", (30, 20)).save(tmp_path / "media" / "a.jpg")
+    assert invoke(tmp_path / "set_train.jsonl").exit_code == 0
+    assert load_manifest(tmp_path).shard("set_train.jsonl").images_root == "media"
+    verify_dataset(tmp_path)
+
+
+def test_directory_argument_validates_every_jsonl(tmp_path):
+    make_dataset(tmp_path, "set_train.jsonl")
+    make_dataset(tmp_path, "set_val.jsonl", records=[record("v1", images=[])])
+    result = invoke(tmp_path, "--format", "json", "--no-manifest")
+    assert result.exit_code == 0
+    document = json.loads(result.output)
+    assert [item["split"] for item in document["files"]] == ["train", "val"]
+    assert document["totals"]["records"] == 3
+    assert not (tmp_path / "manifest.json").exists()
+
+
+def test_json_lists_every_issue_beyond_max_errors(tmp_path):
+    path = make_dataset(tmp_path, records=[record(str(index), images=["gone.jpg"])
+                                           for index in range(5)])
+    text = invoke(path, "--max-errors", "2", "--no-manifest")
+    assert text.exit_code == 1
+    assert text.output.count("[E-IMAGE-MISSING]") == 2
+    assert "3 more issue(s) not shown" in text.output
+    result = invoke(path, "--format", "json", "--max-errors", "2", "--no-manifest")
+    document = json.loads(result.output)
+    assert result.exit_code == 1 and document["ok"] is False
+    assert [issue["line"] for issue in document["issues"]] == [1, 2, 3, 4, 5]
+    assert document["issues"][0] == {
+        "code": "E-IMAGE-MISSING", "severity": "error", "file": document["files"][0]["file"],
+        "line": 1, "field": "conversations[0].images[0]", "record_id": "0",
+        "message": document["issues"][0]["message"]}
+    assert document["counts_by_code"] == {"E-IMAGE-MISSING": 5}
+
+
+def test_strict_turns_warnings_into_failure(tmp_path):
+    path = make_dataset(tmp_path, records=[record("r1", user="tab\u0001here")])
+    assert invoke(path, "--no-manifest").exit_code == 0
+    assert invoke(path, "--strict", "--no-manifest").exit_code == 1
+
+
+def test_summary_shows_counts_labels_and_token_percentiles(tmp_path):
+    records = [record(f"r{index}", assistant=label) for index, label in
+               enumerate(["cat", "dog", "cat", None])]
+    path = make_dataset(tmp_path, records=records)
+    result = invoke(path, "--max-length", "4096", "--no-manifest")
+    assert result.exit_code == 0, result.output
+    assert "records: 4 in 1 file(s), 1 unlabeled" in result.output
+    assert "images per record: 1: 4" in result.output
+    assert "'cat': 2, 'dog': 1" in result.output
+    assert "tokens per record (estimated, num_crops=4): p50" in result.output
+    assert "[I-UNLABELED]" in result.output
+
+
+@pytest.mark.parametrize("args", [
+    ["missing.jsonl"],
+    ["{file}", "--check-images", "sometimes"],
+    ["{file}", "--format", "xml"],
+    ["{file}", "--max-length", "0"],
+    ["{file}", "--workers", "0"],
+    ["{file}", "--tokenizer", "{dir}"],
+    [],
+])
+def test_usage_errors_exit_two_without_traceback(tmp_path, args):
+    path = make_dataset(tmp_path)
+    result = invoke(*[arg.format(file=path, dir=tmp_path) for arg in args])
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+
+
+def test_codes_lists_the_catalogue():
+    result = runner.invoke(app, ["validate", "--codes"])
+    assert result.exit_code == 0
+    assert "E-ID-DUPLICATE" in result.output and "W-LEAK-SHARED" in result.output

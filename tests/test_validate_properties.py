@@ -1,0 +1,133 @@
+"""Properties: no input crashes the validator; the fast path agrees with pydantic; the
+result does not depend on the number of workers or on how the file is cut."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from phiv_data.schema import Record
+from phiv_data.validate import CATALOGUE, ValidationOptions, validate_paths
+from phiv_data.validate import runner as validate_runner
+from phiv_data.validate.fastpath import DecodeError, check_agreement, decode_record
+
+PROPERTY_SETTINGS = settings(max_examples=150, deadline=None,
+                             suppress_health_check=[HealthCheck.too_slow])
+
+ints = st.integers(-2**63, 2**63 - 1)  # what orjson can write
+json_values = st.recursive(
+    st.none() | st.booleans() | ints
+    | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=12,
+)
+texts = st.one_of(st.sampled_from(["", " ", "ok", "<|image_1|>", "a\u0007b", "\n"]),
+                  st.text(max_size=12))
+turns = st.fixed_dictionaries(
+    {"user": texts},
+    optional={"images": st.lists(st.one_of(texts, ints), max_size=3),
+              "assistant": st.one_of(st.none(), texts, ints),
+              "extra": ints})
+records = st.fixed_dictionaries(
+    {},
+    optional={"id": st.one_of(texts, ints),
+              "conversations": st.one_of(st.lists(turns, max_size=3), json_values),
+              "source": st.one_of(st.none(), texts, ints),
+              "meta": json_values, "unknown": ints})
+
+
+def run_on(content: bytes, **options) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "data.jsonl"
+        path.write_bytes(content)
+        report = validate_paths([path], ValidationOptions(workers=1, **options))
+    lines = content.count(b"\n") + (0 if content.endswith(b"\n") or not content else 1)
+    for issue in report.issues:
+        assert issue.code in CATALOGUE
+        assert issue.line is None or 1 <= issue.line <= lines
+    assert report.ok == (report.errors == 0)
+    report.render_text()
+    orjson.dumps(report.to_dict())
+
+
+@PROPERTY_SETTINGS
+@given(st.binary(max_size=300))
+def test_arbitrary_bytes_never_crash(content):
+    run_on(content)
+
+
+@PROPERTY_SETTINGS
+@given(st.lists(json_values, max_size=5))
+def test_arbitrary_json_lines_never_crash(values):
+    run_on(b"".join(orjson.dumps(value) + b"\n" for value in values))
+
+
+@PROPERTY_SETTINGS
+@given(st.lists(records, min_size=1, max_size=4))
+def test_record_like_lines_never_crash_with_every_check(values):
+    run_on(b"".join(orjson.dumps(value) + b"\n" for value in values),
+           check_images="decode", max_length=64)
+
+
+@PROPERTY_SETTINGS
+@given(records)
+def test_fast_path_accepts_exactly_what_pydantic_accepts(value):
+    line = orjson.dumps(value)
+    try:
+        Record.model_validate_json(line)
+        pydantic_ok = True
+    except ValidationError:
+        pydantic_ok = False
+    try:
+        fast = decode_record(line)
+        fast_ok = all(turn.assistant is not None for turn in fast.conversations[:-1])
+    except DecodeError:
+        fast_ok = False
+    assert fast_ok == pydantic_ok
+
+
+def test_fast_structs_mirror_the_models():
+    assert check_agreement() == []
+
+
+def test_workers_and_chunking_do_not_change_the_result(tmp_path, monkeypatch):
+    good = {"id": "", "conversations": [{"images": [], "user": "u", "assistant": "a"}]}
+    lines = []
+    for index in range(3000):
+        value = dict(good, id=f"id-{index % 2900}")
+        lines.append(orjson.dumps(value))
+        if index % 500 == 7:
+            lines.append(b'{"id": 1}')
+        if index % 700 == 3:
+            lines.append(b"")
+    path = tmp_path / "data.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    one = validate_paths([path], ValidationOptions(workers=1))
+    monkeypatch.setattr(validate_runner, "MIN_CHUNK_BYTES", 4096)
+    tasks = validate_runner.plan_chunks(validate_runner.resolve_inputs([path], one.options),
+                                        one.options, 2)
+    assert len(tasks) > 4
+    two = validate_paths([path], ValidationOptions(workers=2))
+    assert [str(issue) for issue in two.issues] == [str(issue) for issue in one.issues]
+    assert two.files[0].sha256 == one.files[0].sha256
+    assert two.files[0].records == one.files[0].records == 3000
+    duplicates = [issue for issue in one.issues if issue.code == "E-ID-DUPLICATE"]
+    assert len(duplicates) == 100 and duplicates[0].message.startswith("duplicate id 'id-0'")
+
+
+@pytest.mark.parametrize("limit", [1024, 4096])
+def test_long_lines_are_reported_without_reading_them_whole(tmp_path, limit):
+    good = orjson.dumps({"id": "a", "conversations": [{"user": "u", "assistant": "a"}]})
+    huge = b'{"id": "' + b"x" * (limit * 5) + b'"}'
+    path = tmp_path / "data.jsonl"
+    path.write_bytes(good + b"\n" + huge + b"\n" + good.replace(b'"a"', b'"b"', 1) + b"\n")
+    report = validate_paths([path], ValidationOptions(workers=1, max_line_bytes=limit))
+    assert [(issue.code, issue.line) for issue in report.issues] == [("E-LINE-TOO-LONG", 2)]
+    assert report.files[0].records == 2 and report.files[0].lines == 3
