@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+from fixtures_interop import make_dataset, make_image, read_back, sample_records
 from typer.testing import CliRunner
 
 from phiv_data import load_manifest
@@ -14,7 +15,6 @@ from phiv_data.cli import app
 from phiv_data.errors import DataError
 from phiv_data.interop import ExportOptions, export_files, import_files
 from phiv_data.validate import ValidationOptions, validate_paths
-from fixtures_interop import make_dataset, make_image, read_back, sample_records
 
 FORMATS = ["llava", "sharegpt", "hf"]
 DATA_FILE = {"llava": "demo_train.json", "sharegpt": "demo_train.json",

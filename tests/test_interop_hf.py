@@ -4,15 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import datasets
 import pytest
+from fixtures_interop import make_dataset, make_image, read_back
+from PIL import Image
 
-datasets = pytest.importorskip("datasets")
-
-from PIL import Image  # noqa: E402
-
-from phiv_data.errors import UsageError  # noqa: E402
-from phiv_data.interop import ExportOptions, export_files, import_files  # noqa: E402
-from fixtures_interop import make_dataset, make_image, read_back  # noqa: E402
+from phiv_data.errors import UsageError
+from phiv_data.interop import ExportOptions, export_files, import_files
 
 
 def test_export_is_a_dataset_with_an_image_sequence_feature(tmp_path: Path):

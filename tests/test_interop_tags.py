@@ -42,6 +42,14 @@ def test_leading_tags_become_turn_images_and_whitespace_goes():
     assert warnings == []
 
 
+def test_whitespace_is_only_dropped_after_leading_tags():
+    record, warnings = messages_to_record([user("  indented"), answer("A"),
+                                           user(" \n<image>\n Q"), answer("B")],
+                                          ["a.jpg"], record_id="x")
+    assert [turn.user for turn in record.conversations] == ["  indented", "Q"]
+    assert record.conversations[1].images == ["a.jpg"] and warnings == []
+
+
 def test_a_tag_after_text_moves_to_the_start_with_a_warning():
     record, warnings = messages_to_record([user("Compare <image> with that."), answer("Ok")],
                                           ["a.jpg"], record_id="x")

@@ -19,7 +19,7 @@ from types import ModuleType
 
 from phiv_data.errors import UsageError
 from phiv_data.interop.common import InteropReport
-from phiv_data.interop.runner import EXPORT_IMAGE_MODES, ExportOptions
+from phiv_data.interop.runner import EXPORT_IMAGE_MODES, ExportOptions, input_stem
 
 FORMATS: dict[str, str] = {
     "llava": "phiv_data.interop.llava",
@@ -47,7 +47,7 @@ def _check_inputs(files: Iterable[str | Path]) -> list[Path]:
     for path in paths:
         if not path.exists():
             raise UsageError(f"{path}: no such file or folder")
-    stems = [path.stem if path.is_file() else path.name for path in paths]
+    stems = [input_stem(path) for path in paths]
     duplicates = sorted({stem for stem in stems if stems.count(stem) > 1})
     if duplicates:
         raise UsageError(f"several inputs would write {', '.join(duplicates)}",

@@ -22,9 +22,8 @@ from typing import IO, Any
 
 import orjson
 
-from phiv_data.errors import DataError, Location, PhivError, display_path
+from phiv_data.errors import DataError, Location, display_path
 from phiv_data.interop.tags import Message, RowRejected, RowWarning
-from phiv_data.manifest import MANIFEST_NAME
 from phiv_data.shards import atomic_write
 
 MAX_KEPT_ISSUES = 1000
@@ -254,18 +253,12 @@ def relative_image_path(raw: Any, root: Path) -> str:
 
 
 def default_images_root(shard: Path) -> Path:
-    """Images root of a phiv shard: the one its manifest records, else ``images/`` beside it."""
-    manifest = shard.parent / MANIFEST_NAME
-    if manifest.is_file():
-        from phiv_data.shards import images_root_of, load_manifest, relative_posix
+    """Images root of a phiv shard, by ``phiv-data validate``'s rule: the one its manifest
+    records, else ``images/`` beside it."""
+    from phiv_data.validate import ValidationOptions
+    from phiv_data.validate.runner import resolve_inputs
 
-        try:
-            entry = load_manifest(manifest).shard(relative_posix(shard, shard.parent))
-        except PhivError:
-            entry = None
-        if entry is not None:
-            return images_root_of(shard.parent, entry)
-    return shard.parent / "images"
+    return resolve_inputs([shard], ValidationOptions())[0].images_root
 
 
 # --- record fields ------------------------------------------------------------------------

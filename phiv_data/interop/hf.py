@@ -38,8 +38,7 @@ from typing import Any
 import orjson
 
 from phiv_data.errors import MediaError, PhivError, UsageError, display_path
-from phiv_data.interop.common import ForeignRow, InteropReport, record_fields
-from phiv_data.interop.common import relative_image_path
+from phiv_data.interop.common import ForeignRow, InteropReport, record_fields, relative_image_path
 from phiv_data.interop.runner import ExportOptions
 from phiv_data.interop.tags import IMAGE, Message, RowRejected, RowWarning, parse_messages
 from phiv_data.schema import Record
@@ -135,7 +134,7 @@ def parse_row(row: dict[str, Any], *, default_id: str) -> ForeignRow:
     names = row.get("image_paths")
     if isinstance(names, list) and len(names) == len(images):
         images = [{**image, "path": name} if isinstance(image, dict) and name else image
-                  for image, name in zip(images, names)]
+                  for image, name in zip(images, names, strict=True)]
     record_id, source, meta, warnings = record_fields(row, _KNOWN, default_id)
     return ForeignRow(messages, images, record_id, source, meta, field, warnings)
 

@@ -20,8 +20,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from phiv_data.interop.common import ForeignRow, InteropReport, iter_json_rows, record_fields
-from phiv_data.interop.common import write_json_array
+from phiv_data.interop.common import (
+    ForeignRow,
+    InteropReport,
+    iter_json_rows,
+    record_fields,
+    write_json_array,
+)
 from phiv_data.interop.runner import ExportOptions, PathImages, PlacedImages
 from phiv_data.interop.tags import Message, RowRejected, leading_tags_text, parse_messages
 from phiv_data.schema import Record

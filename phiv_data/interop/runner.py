@@ -170,7 +170,8 @@ def import_file(fmt: ModuleType, path: str | Path, out: str | Path, *,
                 if isinstance(row, RowRejected):
                     raise row
                 if not isinstance(row, dict):
-                    raise RowRejected("bad-row", f"a row is a JSON object, not {type(row).__name__}")
+                    raise RowRejected("bad-row",
+                                      f"a row is a JSON object, not {type(row).__name__}")
                 foreign = fmt.parse_row(row, default_id=f"{stem}-{index:010d}")
                 check_image_count(foreign.messages, len(foreign.images))
                 paths, warnings = [], list(foreign.warnings)

@@ -27,8 +27,13 @@ from typing import Any
 import orjson
 
 from phiv_data.errors import DataError, display_path
-from phiv_data.interop.common import ForeignRow, InteropReport, iter_json_rows, record_fields
-from phiv_data.interop.common import write_json_array
+from phiv_data.interop.common import (
+    ForeignRow,
+    InteropReport,
+    iter_json_rows,
+    record_fields,
+    write_json_array,
+)
 from phiv_data.interop.runner import ExportOptions, PathImages, PlacedImages
 from phiv_data.interop.tags import Message, RowRejected, RowWarning, parse_messages, tagged_text
 from phiv_data.schema import Record

@@ -136,27 +136,19 @@ def tagged_text(parts: list[Any]) -> str:
 
 
 def _user_turn_text(message: Message, where: str, warnings: list[RowWarning]) -> str:
-    leading = True
-    pieces: list[str] = []
-    moved = 0
-    for part in message.parts:
-        if part is IMAGE:
-            if not leading:
-                moved += 1
-            continue
-        if leading and not part.strip():
-            continue  # whitespace between or after leading tags
-        if leading:
-            part = part.lstrip()
-            leading = False
-        pieces.append(part)
+    parts = message.parts
+    first_text = next((index for index, part in enumerate(parts)
+                       if part is not IMAGE and part.strip()), len(parts))
+    leading = sum(part is IMAGE for part in parts[:first_text])
+    moved = message.image_slots - leading
     if moved:
         warnings.append(RowWarning(
             "tag-moved",
             f"{where}: {moved} image tag(s) after text moved to the start of the "
             "turn (phiv places a turn's images before its text)",
         ))
-    return "".join(pieces)
+    text = message.text
+    return text.lstrip() if leading else text
 
 
 def check_image_count(messages: list[Message], images: int) -> None:

@@ -26,7 +26,14 @@ from phiv_data.phi3v import DEFAULT_NUM_CROPS
 from phiv_data.preview import plots, render
 from phiv_data.preview.issues import SampleIssues, sample_issues
 from phiv_data.preview.sampling import scan
-from phiv_data.preview.stats import describe, measure, parse_sampled, top_answers
+from phiv_data.preview.stats import (
+    DatasetCounts,
+    Measurements,
+    describe,
+    measure,
+    parse_sampled,
+    top_answers,
+)
 from phiv_data.preview.thumbnails import Thumbnails
 from phiv_data.shards import atomic_write
 
@@ -139,7 +146,8 @@ def build_preview(path: str | Path, out: str | Path,
                                tokenizer=options.tokenizer)
 
     thumbnails = Thumbnails(root)
-    articles, shown_images = [], 0
+    articles: list[str] = []
+    shown_images = embedded = 0
     for line, raw in found.shown:
         record = parsed[line]
         line_issues = None if issues is None else issues.by_line.get(line, [])
@@ -148,7 +156,7 @@ def build_preview(path: str | Path, out: str | Path,
             continue
         shown_images += len(record.images)
         articles.append(render.record_article(line, record, thumbnails, line_issues))
-    embedded = sum(article.count('<img src="data:') for article in articles)
+        embedded += sum(thumbnails.get(image)[0] is not None for image in record.images)
 
     notes += _notes(counts.lines, len(found.shown), options, numbers.records,
                     numbers.tokens_exact, issues is not None)
@@ -166,7 +174,7 @@ def build_preview(path: str | Path, out: str | Path,
                          embedded_images=embedded, issues=issue_count, notes=notes)
 
 
-def _summary(counts, root: Path) -> list[str]:
+def _summary(counts: DatasetCounts, root: Path) -> list[str]:
     fragment = render.fragment
     parts = [fragment(counts.records, "records"), fragment(counts.images, "images"),
              fragment(counts.unlabeled, "unlabeled")]
@@ -192,7 +200,8 @@ def _notes(lines: int, shown: int, options: PreviewOptions, measured: int,
     return notes
 
 
-def _plots(counts, numbers, options: PreviewOptions) -> list[tuple[str, str]]:
+def _plots(counts: DatasetCounts, numbers: Measurements, options: PreviewOptions
+           ) -> list[tuple[str, str]]:
     per_record = sorted(counts.images_per_record.items())
     result = [(plots.bar_chart([(str(k), v) for k, v in per_record], "Images per record",
                                "images", "records"),
