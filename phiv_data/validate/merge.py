@@ -7,6 +7,7 @@ different names, and images shared between the files given together (train/eval 
 
 from __future__ import annotations
 
+import re
 from itertools import count
 
 from phiv_data.validate.chunk import ChunkResult
@@ -51,6 +52,13 @@ def _reference_lines(result: ChunkResult, base: int, wanted: set[str]) -> dict[s
             if path in wanted and path not in found:
                 found[path] = line
     return found
+
+
+def _field_order(field: str | None) -> tuple:
+    # Natural order: images[2] before images[10]; line-level issues first.
+    if not field:
+        return ()
+    return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", field))
 
 
 def merge_results(results: list[ChunkResult], summaries: list[FileSummary],
@@ -119,7 +127,7 @@ def merge_results(results: list[ChunkResult], summaries: list[FileSummary],
                 continue
             reported.add(key)
         unique.append((owner, issue))
-    unique.sort(key=lambda pair: (pair[0], pair[1].line or 0))
+    unique.sort(key=lambda pair: (pair[0], pair[1].line or 0, _field_order(pair[1].field)))
     for owner, issue in unique:
         if issue.severity == "error":
             summaries[owner].errors += 1
