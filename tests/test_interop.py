@@ -195,6 +195,9 @@ def test_cli_import_and_export(tmp_path: Path):
     result = runner.invoke(app, ["import", "llava", str(bad), "--out", str(tmp_path / "z")])
     assert result.exit_code == 0
     assert "bad.json:1: [tag-count-mismatch]" in result.output and "1 left out" in result.output
+    result = runner.invoke(app, ["export", "hf", str(shard), "--out", str(tmp_path / "w"),
+                                 "--hf-layout", "arrow"])
+    assert result.exit_code == 2 and "unknown Hugging Face layout 'arrow'" in result.output
     result = runner.invoke(app, ["export", "parquet", str(shard), "--out", str(tmp_path / "w")])
     assert result.exit_code == 2 and "unknown format 'parquet'" in result.output
     result = runner.invoke(app, ["export", "llava", str(tmp_path / "none.jsonl"), "--out",

@@ -115,7 +115,7 @@ def test_json_array_rows_keep_the_line_they_start_on(tmp_path: Path):
 
 def test_json_lines_bad_line_is_a_rejected_row_and_the_rest_still_count(tmp_path: Path):
     path = tmp_path / "a.jsonl"
-    path.write_text('{"a": 1}\n{oops\n\n{"a": 2}\n')
+    path.write_bytes(b'\xef\xbb\xbf{"a": 1}\n{oops\n\n{"a": 2}\n')
     rows = list(iter_json_rows(path))
     assert [line for line, _ in rows] == [1, 2, 4]
     assert isinstance(rows[1][1], RowRejected) and rows[1][1].code == "bad-json"

@@ -19,7 +19,12 @@ from types import ModuleType
 
 from phiv_data.errors import UsageError
 from phiv_data.interop.common import InteropReport
-from phiv_data.interop.runner import EXPORT_IMAGE_MODES, ExportOptions, input_stem
+from phiv_data.interop.runner import (
+    EXPORT_IMAGE_MODES,
+    HF_LAYOUTS,
+    ExportOptions,
+    input_stem,
+)
 
 FORMATS: dict[str, str] = {
     "llava": "phiv_data.interop.llava",
@@ -27,8 +32,8 @@ FORMATS: dict[str, str] = {
     "hf": "phiv_data.interop.hf",
 }
 
-__all__ = ["EXPORT_IMAGE_MODES", "FORMATS", "ExportOptions", "InteropReport", "export_files",
-           "format_module", "import_files"]
+__all__ = ["EXPORT_IMAGE_MODES", "FORMATS", "HF_LAYOUTS", "ExportOptions", "InteropReport",
+           "export_files", "format_module", "import_files"]
 
 
 def format_module(name: str) -> ModuleType:
@@ -116,5 +121,8 @@ def export_files(format_name: str, files: Iterable[str | Path], out: str | Path,
     if options.images not in EXPORT_IMAGE_MODES:
         raise UsageError(f"unknown image mode {options.images!r}",
                          hint=f"use one of {', '.join(EXPORT_IMAGE_MODES)}")
+    if options.hf_layout not in HF_LAYOUTS:
+        raise UsageError(f"unknown Hugging Face layout {options.hf_layout!r}",
+                         hint=f"use one of {', '.join(HF_LAYOUTS)}")
     return [export_file(fmt, path, out, images_root=images_root, options=options, strict=strict)
             for path in _check_inputs(files)]

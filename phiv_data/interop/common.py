@@ -164,6 +164,8 @@ def iter_json_rows(path: Path) -> Iterator[tuple[int, Any]]:
         return
     with open(path, "rb") as handle:
         for number, line in enumerate(handle, start=1):
+            if number == 1:
+                line = line.removeprefix(b"\xef\xbb\xbf")
             if not line.strip():
                 continue
             try:

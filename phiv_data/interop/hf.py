@@ -249,12 +249,9 @@ def write_rows(rows: Iterator[dict[str, Any]], out: Path, stem: str, options: Ex
     """Write ``OUT/<stem>.parquet`` or ``OUT/<stem>/`` (``save_to_disk``).
 
     Raises:
-        UsageError: on an unknown layout.
+        UsageError: when ``datasets`` is not installed.
     """
     datasets = _require_datasets()
-    if options.hf_layout not in ("parquet", "disk"):
-        raise UsageError(f"unknown Hugging Face layout {options.hf_layout!r}",
-                         hint="use parquet or disk")
     out.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=".hf-export-", dir=out))
     bars_were_on = not datasets.are_progress_bars_disabled()

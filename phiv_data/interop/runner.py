@@ -47,6 +47,7 @@ from phiv_data.shards import (
 )
 
 EXPORT_IMAGE_MODES = ("link", "copy", "none")
+HF_LAYOUTS = ("parquet", "disk")
 
 
 @dataclass
