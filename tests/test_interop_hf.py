@@ -112,3 +112,18 @@ def test_export_leaves_out_rows_whose_images_are_missing(tmp_path: Path):
     [report] = export_files("hf", [shard], tmp_path / "out")
     assert (report.written, report.rejected) == (2, 2)
     assert {issue.code for issue in report.issues} == {"missing-image"}
+
+
+def test_a_rejected_row_writes_no_image(tmp_path: Path):
+    dataset = datasets.Dataset.from_dict({
+        "image": [Image.new("RGB", (8, 8), "red")],
+        "messages": [[{"role": "assistant", "content": "<image>first?"},
+                      {"role": "user", "content": "then"}]],
+    }, features=datasets.Features({
+        "image": datasets.Image(),
+        "messages": [{"role": datasets.Value("string"), "content": datasets.Value("string")}],
+    }))
+    dataset.to_parquet(str(tmp_path / "r.parquet"))
+    [report] = import_files("hf", [tmp_path / "r.parquet"], tmp_path / "out")
+    assert report.rejected == 1 and report.issues[0].code == "bad-role"
+    assert not (tmp_path / "out/images").exists()

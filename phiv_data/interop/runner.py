@@ -28,13 +28,7 @@ from phiv_data.interop.common import (
     relative_image_path,
     write_report,
 )
-from phiv_data.interop.tags import (
-    RowRejected,
-    RowWarning,
-    check_image_count,
-    messages_to_record,
-    record_to_messages,
-)
+from phiv_data.interop.tags import RowRejected, RowWarning, plan_turns, record_to_messages
 from phiv_data.manifest import MANIFEST_NAME, Manifest, Shard
 from phiv_data.shards import (
     ShardWriter,
@@ -174,19 +168,20 @@ def import_file(fmt: ModuleType, path: str | Path, out: str | Path, *,
                     raise RowRejected("bad-row",
                                       f"a row is a JSON object, not {type(row).__name__}")
                 foreign = fmt.parse_row(row, default_id=f"{stem}-{index:010d}")
-                check_image_count(foreign.messages, len(foreign.images))
-                paths, warnings = [], list(foreign.warnings)
+                # Every check that can reject the row comes before any image is written.
+                plan = plan_turns(foreign.messages, foreign.messages_field)
+                plan.check_image_count(len(foreign.images))
+                paths, warnings = [], foreign.warnings + plan.warnings
                 for position, raw in enumerate(foreign.images):
                     image_path, found = images.resolve(raw, index, position)
                     paths.append(image_path)
                     warnings.extend(found)
-                record, changes = messages_to_record(
-                    foreign.messages, paths, record_id=foreign.record_id, source=foreign.source,
-                    meta=foreign.meta, field=foreign.messages_field)
+                record = plan.to_record(paths, record_id=foreign.record_id,
+                                        source=foreign.source, meta=foreign.meta)
             except RowRejected as problem:
                 _reject(report, rejected, line, problem, row)
                 continue
-            _warn(report, line, warnings + changes)
+            _warn(report, line, warnings)
             writer.write(record)
             report.written += 1
         fail_if_strict(report, strict)

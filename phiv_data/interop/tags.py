@@ -151,52 +151,79 @@ def _user_turn_text(message: Message, where: str, warnings: list[RowWarning]) ->
     return text.lstrip() if leading else text
 
 
-def check_image_count(messages: list[Message], images: int) -> None:
-    """Raise ``RowRejected("tag-count-mismatch")`` unless the slots match the image count."""
-    slots = sum(message.image_slots for message in messages)
-    if slots != images:
-        raise RowRejected(
-            "tag-count-mismatch",
-            f"{slots} image tag(s) in the text but {images} image(s) in the image list",
-        )
+@dataclass
+class TurnPlan:
+    """A foreign conversation checked and laid out as phiv turns, before its images are
+    placed: each turn's ``images`` is still a count of image slots."""
+
+    turns: list[dict[str, Any]]
+    system: str | None
+    warnings: list[RowWarning]
+
+    @property
+    def image_count(self) -> int:
+        return sum(turn["images"] for turn in self.turns)
+
+    def check_image_count(self, images: int) -> None:
+        """Raise ``RowRejected("tag-count-mismatch")`` unless there are ``images`` slots."""
+        if self.image_count != images:
+            raise RowRejected(
+                "tag-count-mismatch",
+                f"{self.image_count} image tag(s) in the text but {images} image(s) in the "
+                "image list",
+            )
+
+    def to_record(self, images: list[str], *, record_id: str, source: str | None = None,
+                  meta: dict[str, Any] | None = None) -> Record:
+        """The record, with ``images`` (phiv paths, one per slot, in order) placed.
+
+        Raises:
+            RowRejected: when the count differs or the record is invalid.
+        """
+        self.check_image_count(len(images))
+        meta = dict(meta) if meta else {}
+        if self.system is not None:
+            meta["system"] = self.system
+        remaining = iter(images)
+        turns = [{**turn, "images": [next(remaining) for _ in range(turn["images"])]}
+                 for turn in self.turns]
+        try:
+            return Record.model_validate({"id": record_id, "source": source,
+                                          "conversations": turns, "meta": meta or None})
+        except ValidationError as error:
+            first = error.errors()[0]
+            raise RowRejected("invalid-record",
+                              f"{format_field_path(first['loc'])}: {first['msg']}") from None
 
 
-def messages_to_record(messages: list[Message], images: list[str], *, record_id: str,
-                       source: str | None = None, meta: dict[str, Any] | None = None,
-                       field: str = "messages") -> tuple[Record, list[RowWarning]]:
-    """Build a phiv record from a foreign conversation and its image list.
+def plan_turns(messages: list[Message], field: str = "messages") -> TurnPlan:
+    """Check a foreign conversation and lay it out as phiv turns.
 
     Args:
         messages: the conversation, roles already named ``user``/``human``,
             ``assistant``/``gpt`` or ``system``.
-        images: phiv image paths (relative to the images root), one per image slot, in order.
-        record_id: the record's id.
-        source: the record's ``source``.
-        meta: the record's ``meta`` (a system message is added to it as ``"system"``).
         field: the name of the message list in the foreign row, for messages.
 
     Returns:
-        The record and the warnings about changes that were made to fit it.
+        The :class:`TurnPlan` (with the warnings about changes made to fit phiv).
 
     Raises:
-        RowRejected: when the slots and images disagree, roles do not alternate, an image
-            sits in an assistant message, a text is empty, or the record is invalid.
+        RowRejected: when roles do not alternate, an image sits in an assistant or system
+            message, a text is empty, or there is no user message.
     """
     warnings: list[RowWarning] = []
-    meta = dict(meta) if meta else {}
+    system = None
     start = 0
     if messages and messages[0].role in SYSTEM_ROLES:
         if messages[0].image_slots:
             raise RowRejected("image-in-system", f"{field}[0]: an image tag in a system message")
-        meta["system"] = messages[0].text
+        system = messages[0].text
         warnings.append(RowWarning(
             "system-kept-in-meta",
             "the system message is kept in meta.system (phiv does not train on system prompts)",
         ))
         start = 1
-    check_image_count(messages, len(images))
     turns: list[dict[str, Any]] = []
-    remaining = iter(images)
     for index in range(start, len(messages)):
         message = messages[index]
         where = f"{field}[{index}]"
@@ -210,7 +237,6 @@ def messages_to_record(messages: list[Message], images: list[str], *, record_id:
                 "(messages must alternate user, assistant)",
             )
         if expect_user:
-            turn_images = [next(remaining) for _ in range(message.image_slots)]
             text = _user_turn_text(message, where, warnings)
             if not text.strip():
                 raise RowRejected(
@@ -218,7 +244,7 @@ def messages_to_record(messages: list[Message], images: list[str], *, record_id:
                     f"{where}: no user text besides image tags (phiv needs text in "
                     "every user turn)",
                 )
-            turns.append({"images": turn_images, "user": text, "assistant": None})
+            turns.append({"images": message.image_slots, "user": text, "assistant": None})
         else:
             if message.image_slots:
                 raise RowRejected("image-in-assistant",
@@ -228,14 +254,32 @@ def messages_to_record(messages: list[Message], images: list[str], *, record_id:
             turns[-1]["assistant"] = message.text
     if not turns:
         raise RowRejected("no-messages", "the conversation has no user message")
-    try:
-        record = Record.model_validate({"id": record_id, "source": source,
-                                        "conversations": turns, "meta": meta or None})
-    except ValidationError as error:
-        first = error.errors()[0]
-        raise RowRejected("invalid-record",
-                          f"{format_field_path(first['loc'])}: {first['msg']}") from None
-    return record, warnings
+    return TurnPlan(turns, system, warnings)
+
+
+def messages_to_record(messages: list[Message], images: list[str], *, record_id: str,
+                       source: str | None = None, meta: dict[str, Any] | None = None,
+                       field: str = "messages") -> tuple[Record, list[RowWarning]]:
+    """Build a phiv record from a foreign conversation and its image list
+    (:func:`plan_turns`, then :meth:`TurnPlan.to_record`).
+
+    Args:
+        messages: the conversation (see :func:`plan_turns`).
+        images: phiv image paths (relative to the images root), one per image slot, in order.
+        record_id: the record's id.
+        source: the record's ``source``.
+        meta: the record's ``meta`` (a system message is added to it as ``"system"``).
+        field: the name of the message list in the foreign row, for messages.
+
+    Returns:
+        The record and the warnings about changes that were made to fit it.
+
+    Raises:
+        RowRejected: when the slots and images disagree, roles do not alternate, an image
+            sits in an assistant message, a text is empty, or the record is invalid.
+    """
+    plan = plan_turns(messages, field)
+    return plan.to_record(images, record_id=record_id, source=source, meta=meta), plan.warnings
 
 
 def record_to_messages(record: Record) -> list[Message]:
