@@ -1,0 +1,200 @@
+"""Forward/backward throughput and peak memory of a randomly initialised Phi-3.5-vision.
+
+For each attention implementation given (side by side, in one run, each on a fresh model
+with the same seed and inputs) it times full fine-tuning steps (forward with loss, backward;
+no optimizer) on a batch of samples that each hold one image of ``--grid`` crops plus
+``--text`` text tokens, and reports steps/s, images/s, tokens/s, peak memory, and the
+ratio to the first implementation listed.
+
+- ``--size full``: the released dimensions (4.15B parameters; CLIP ViT-L/14-336, 32-layer
+  3072-wide decoder, LongRoPE), initialised at random directly on the device in ``--dtype``.
+- ``--size tiny``: the test double's dimensions (6M parameters), for CPU smoke runs.
+
+Usage::
+
+    python bench/model.py --device cuda --dtype bf16 --size full --attn eager,sdpa,flash_attention_2
+    python bench/model.py --device cuda --dtype bf16 --size full --attn sdpa --batch 4 --grid 4x4 \\
+        --gradient-checkpointing --json bench-model.json
+    python bench/model.py --device cpu --dtype fp32 --size tiny --attn eager,sdpa
+
+A requested flash-attention that cannot run here falls back to SDPA with a warning; the
+table shows the implementation that actually ran.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import platform
+import resource
+import sys
+import time
+from typing import Any
+
+import torch
+
+from phiv_data.phi3v import CROP_SIZE
+from phiv_train.model import Phi3VConfig, Phi3VForCausalLM, image_token_counts
+from phiv_train.model.checkpoint import resolve_attention
+from phiv_train.model.tiny import tiny_config_dict
+
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+FULL_CONFIG: dict[str, Any] = {
+    "hidden_size": 3072,
+    "intermediate_size": 8192,
+    "num_hidden_layers": 32,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 32,
+    "max_position_embeddings": 131072,
+    "original_max_position_embeddings": 4096,
+    "sliding_window": 262144,
+    # The released factors are not needed for timing; these exercise the same LongRoPE path.
+    "rope_scaling": {"type": "su", "long_factor": [1.5] * 48, "short_factor": [1.0] * 48},
+    "vocab_size": 32064,
+}
+
+
+def build_config(size: str) -> Phi3VConfig:
+    """The benchmark model's configuration (``full`` or ``tiny``)."""
+    if size == "full":
+        return Phi3VConfig(**FULL_CONFIG)
+    fields = tiny_config_dict()
+    for key in ("_name_or_path", "auto_map", "_attn_implementation", "torch_dtype", "transformers_version"):
+        fields.pop(key, None)
+    return Phi3VConfig(**fields)
+
+
+def make_batch(batch: int, grid: tuple[int, int], text: int, device: torch.device, seed: int) -> dict[str, torch.Tensor]:
+    """One image of ``grid`` crops and ``text`` text tokens per sample; loss on the text."""
+    generator = torch.Generator().manual_seed(seed)
+    image_tokens = image_token_counts([grid])[0]
+    rows, cols = grid
+    ids = torch.randint(3, 32000, (batch, 1 + image_tokens + text), generator=generator)
+    ids[:, 0] = 32010
+    ids[:, 1 : 1 + image_tokens] = -1
+    labels = ids.clone()
+    labels[:, : 1 + image_tokens] = -100
+    pixels = torch.randn(batch, 1 + rows * cols, 3, CROP_SIZE, CROP_SIZE, generator=generator)
+    return {
+        "input_ids": ids.to(device),
+        "attention_mask": torch.ones_like(ids).to(device),
+        "labels": labels.to(device),
+        "pixel_values": pixels.to(device),
+        "image_sizes": torch.tensor([[rows * CROP_SIZE, cols * CROP_SIZE]] * batch).to(device),
+    }
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _peak_memory_gb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    # ru_maxrss is KiB on Linux; it is the process peak so far, not per implementation.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def run_one(args: argparse.Namespace, attention: str, device: torch.device) -> dict[str, Any]:
+    """Build a fresh model with ``attention`` and time ``args.steps`` training steps."""
+    dtype = DTYPES[args.dtype]
+    implementation = resolve_attention(attention, dtype)
+    torch.manual_seed(args.seed)
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+    build_start = time.perf_counter()
+    with torch.device(device):
+        model = Phi3VForCausalLM._from_config(build_config(args.size), dtype=dtype, attn_implementation=implementation)
+    model.train()
+    if args.freeze_vision:
+        for parameter in model.vision_parameters():
+            parameter.requires_grad_(False)
+    if args.gradient_checkpointing:
+        model.activation_checkpointing_enable()
+    _synchronize(device)
+    build_seconds = time.perf_counter() - build_start
+    batch = make_batch(args.batch, args.grid, args.text, device, args.seed)
+
+    def step() -> float:
+        model.zero_grad(set_to_none=True)
+        loss = model(**batch).loss
+        loss.backward()
+        return float(loss.detach())
+
+    for _ in range(args.warmup):
+        step()
+    _synchronize(device)
+    start = time.perf_counter()
+    losses = [step() for _ in range(args.steps)]
+    _synchronize(device)
+    seconds = (time.perf_counter() - start) / args.steps
+    tokens = batch["input_ids"].numel()
+    result = {
+        "requested": attention,
+        "attention": implementation,
+        "parameters": sum(parameter.numel() for parameter in model.parameters()),
+        "build_seconds": round(build_seconds, 2),
+        "step_seconds": seconds,
+        "images_per_second": args.batch / seconds,
+        "tokens_per_second": tokens / seconds,
+        "peak_memory_gb": _peak_memory_gb(device),
+        "loss": losses[-1],
+    }
+    del model, batch
+    gc.collect()
+    return result
+
+
+def _grid(text: str) -> tuple[int, int]:
+    rows, cols = (int(part) for part in text.lower().split("x"))
+    return rows, cols
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments, run every attention implementation, print a table (and JSON)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda[:N]")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="bf16", help="dtype of weights and activations (no mixed precision: a throughput and memory figure)")
+    parser.add_argument("--attn", default="eager,sdpa", help="comma-separated: eager, sdpa, flash_attention_2, auto")
+    parser.add_argument("--size", choices=["tiny", "full"], default="tiny", help="model dimensions")
+    parser.add_argument("--batch", type=int, default=2, help="samples per step (one image each)")
+    parser.add_argument("--grid", type=_grid, default=(2, 2), help="crops per image as ROWSxCOLS (2x2: 757 image tokens, 4x4: 2509)")
+    parser.add_argument("--text", type=int, default=256, help="text tokens per sample")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per implementation")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
+    parser.add_argument("--gradient-checkpointing", action="store_true", help="checkpoint every decoder and CLIP layer")
+    parser.add_argument("--freeze-vision", action="store_true", help="no gradients for the CLIP tower")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", help="also write the results to this file")
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    results = [run_one(args, attention.strip(), device) for attention in args.attn.split(",") if attention.strip()]
+    setting = (
+        f"{args.size} model, {args.dtype}, device {device}"
+        f" ({torch.cuda.get_device_name(device) if device.type == 'cuda' else platform.processor() or 'cpu'}),"
+        f" batch {args.batch} x (1 image {args.grid[0]}x{args.grid[1]} crops + {args.text} text tokens),"
+        f" gradient checkpointing {'on' if args.gradient_checkpointing else 'off'},"
+        f" vision {'frozen' if args.freeze_vision else 'trained'}, {args.steps} steps after {args.warmup} warm-up"
+    )
+    print(setting)
+    print(f"{'attention':<34} {'step s':>8} {'images/s':>9} {'tokens/s':>10} {'peak GB':>8} {'vs first':>8}")
+    for result in results:
+        ratio = results[0]["step_seconds"] / result["step_seconds"]
+        label = result["attention"] if result["attention"] == result["requested"] else f"{result['attention']} (asked {result['requested']})"
+        print(
+            f"{label:<34} {result['step_seconds']:>8.3f} {result['images_per_second']:>9.2f} "
+            f"{result['tokens_per_second']:>10.0f} {result['peak_memory_gb']:>8.2f} {ratio:>7.2f}x"
+        )
+    if args.json:
+        payload = {"setting": setting, "torch": torch.__version__, "results": results}
+        with open(args.json, "w", encoding="utf-8") as handle:
+            json.dump(payload, handle, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
