@@ -235,3 +235,26 @@ def test_join_refuses_unfinished_or_foreign_parts(tmp_path: Path) -> None:
     (tmp_path / "c").mkdir()
     with pytest.raises(ManifestError, match="part not finished"):
         join_parts([tmp_path / "a", tmp_path / "c"], tmp_path / "joined")
+
+
+def test_progress_lines_in_a_log() -> None:
+    import io
+
+    from phiv_data.convert.progress import Progress
+
+    stream = io.StringIO()
+    progress = Progress(4, label="convert toy", unit="numbers", enabled=True, stream=stream,
+                        log_every=0.0)
+    progress.resume(2, skipped=1)
+    progress.update()
+    progress.update(skipped=1)
+    progress.close()
+    lines = stream.getvalue().splitlines()
+    assert lines[0].startswith("convert toy: 3/4 numbers (75.0%), ")
+    assert lines[-1].startswith("convert toy: 4/4 numbers (100.0%)")
+    assert lines[-1].endswith("2 skipped") and len(lines) == 2  # the final line once
+    quiet = io.StringIO()
+    silent = Progress(4, label="x", enabled=None, stream=quiet)  # shows only after 2 s
+    silent.update(4)
+    silent.close()
+    assert quiet.getvalue() == ""

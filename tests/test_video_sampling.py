@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from phiv_data.errors import UsageError
+from phiv_data.media import video_readers
 from phiv_data.media.video import (
     BACKENDS,
     VideoError,
@@ -177,3 +178,15 @@ def test_jpeg_keeps_size_by_default_and_shrinks_to_max_side() -> None:
     assert small.size == (32, 24)
     assert len(encode_jpeg(frame, quality=95)) > len(encode_jpeg(frame, quality=20))
     assert encode_jpeg(frame) == encode_jpeg(frame.copy())  # deterministic bytes
+
+
+@pytest.mark.parametrize("name", ["xvid", "h264", "header_999"])
+def test_long_videos_are_demuxed_again_instead_of_held_in_memory(
+        videos: dict[str, Path], name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    kept = sample_video(videos[name], 8)
+    monkeypatch.setattr(video_readers, "KEEP_PACKET_BYTES", 0)
+    streamed = sample_video(videos[name], 8)
+    assert streamed.indices == kept.indices and streamed.frame_count == kept.frame_count
+    assert all(np.array_equal(a, b) for a, b in zip(streamed.frames, kept.frames))
+    assert [frame_index(frame) for frame in streamed.frames] == streamed.indices
+

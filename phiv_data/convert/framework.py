@@ -245,7 +245,7 @@ def run_conversion(plan: Plan, out: str | Path, run: RunOptions | None = None) -
         workers = max(1, min(run.workers or usable_cores(), max(len(todo), 1)))
         progress = Progress(len(positions), label=f"convert {plan.dataset}", unit=plan.unit,
                             enabled=run.progress)
-        progress.update(len(done), skipped=sum(1 for entry in done.values() if entry["s"]))
+        progress.resume(len(done), skipped=sum(1 for entry in done.values() if entry["s"]))
         try:
             for position, entry in execute(plan, todo, out / IMAGES_DIR, work.tmp, workers):
                 work.append(entry)

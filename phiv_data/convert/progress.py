@@ -48,8 +48,15 @@ class Progress:
         self._last_draw = 0.0
         self._drawn = False
         self._drawn_done = -1
+        self._resumed = 0
         isatty = getattr(self.stream, "isatty", None)
         self._interactive = bool(isatty and isatty())
+
+    def resume(self, count: int, *, skipped: int = 0) -> None:
+        """Count items finished by an earlier run (they do not count towards the rate)."""
+        self.done += count
+        self.skipped += skipped
+        self._resumed += count
 
     def update(self, count: int = 1, *, skipped: int = 0) -> None:
         """Record ``count`` more finished items (``skipped`` of them skipped)."""
@@ -69,7 +76,7 @@ class Progress:
     def line(self) -> str:
         """The current status line (without terminal control characters)."""
         elapsed = max(time.monotonic() - self._start, 1e-9)
-        rate = self.done / elapsed
+        rate = (self.done - self._resumed) / elapsed
         percent = 100.0 * self.done / self.total if self.total else 100.0
         text = (f"{self.label}: {self.done}/{self.total} {self.unit} ({percent:.1f}%), "
                 f"{rate:.1f} {self.unit}/s")

@@ -15,6 +15,9 @@ import numpy as np
 
 from phiv_data.media.video import VideoError, VideoProbe, _why
 
+KEEP_PACKET_BYTES = 64 << 20
+"""Videos whose packets exceed this are demuxed twice instead of held in memory."""
+
 
 class VideoEnded(Exception):
     """The stream ended after ``decoded`` frames, before a requested index."""
@@ -83,26 +86,34 @@ class PyAVVideo:
                 raise VideoError("unreadable", "no video stream", path)
             self.stream = self.container.streams.video[0]
             self.stream.thread_count = 1
-            self.packets: list[Any] = []
+            # The demuxed packets are kept for the decoding pass (no second read of the
+            # file) unless the video is long: then decoding demuxes it again.
+            self.packets: list[Any] | None = []
+            count, smallest, kept_bytes = 0, None, 0
             try:
                 for packet in self.container.demux(self.stream):
                     if packet.size == 0:
                         continue
                     if packet.is_corrupt:
-                        raise VideoError("truncated", f"packet {len(self.packets)} is cut "
-                                         "short or damaged (incomplete file?)", path)
-                    self.packets.append(packet)
+                        raise VideoError("truncated", f"packet {count} is cut short or "
+                                         "damaged (incomplete file?)", path)
+                    count += 1
+                    smallest = packet.size if smallest is None else min(smallest, packet.size)
+                    if self.packets is not None:
+                        kept_bytes += packet.size
+                        self.packets.append(packet)
+                        if kept_bytes > KEEP_PACKET_BYTES:
+                            self.packets = None
             except av.error.FFmpegError as error:
-                raise VideoError("truncated", f"read failed after {len(self.packets)} "
-                                 f"packets: {_why(error)}", path) from None
+                raise VideoError("truncated", f"read failed after {count} packets: "
+                                 f"{_why(error)}", path) from None
             context = self.stream.codec_context
             rate = self.stream.average_rate or self.stream.guessed_rate
             self.probe = VideoProbe(
                 codec=context.name, width=context.width, height=context.height,
                 fps=float(rate) if rate else None,
                 container_frame_count=max(int(self.stream.frames or 0), 0),
-                packets=len(self.packets),
-                smallest_packet=min((packet.size for packet in self.packets), default=0))
+                packets=count, smallest_packet=smallest or 0)
         except BaseException:
             self.container.close()
             raise
@@ -111,10 +122,26 @@ class PyAVVideo:
         import av
 
         decoded = 0
-        self.stream.codec_context.flush_buffers()  # restart cleanly after an earlier pass
         try:
-            for packet in [*self.packets, None]:
-                for frame in self.stream.codec_context.decode(packet):
+            if self.packets is not None:
+                context = self.stream.codec_context
+                context.flush_buffers()  # restart cleanly after an earlier pass
+                for packet in [*self.packets, None]:
+                    for frame in context.decode(packet):
+                        yield frame
+                        decoded += 1
+                return
+            with av.open(str(self.path), metadata_errors="ignore") as container:
+                stream = container.streams.video[0]
+                stream.thread_count = 1
+                context = stream.codec_context
+                for packet in container.demux(stream):
+                    if packet.size == 0:  # not a frame (and an empty packet means "flush")
+                        continue
+                    for frame in context.decode(packet):
+                        yield frame
+                        decoded += 1
+                for frame in context.decode(None):
                     yield frame
                     decoded += 1
         except av.error.FFmpegError as error:
