@@ -7,6 +7,7 @@ bad data, 2 for a usage error. ``PHIV_DEBUG=1`` shows the traceback instead.
 
 from __future__ import annotations
 
+import contextvars
 import os
 import sys
 from pathlib import Path
@@ -20,8 +21,18 @@ from phiv_data.convert import prompts
 from phiv_data.errors import PhivError
 
 
+_INVOKED_ARGV: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(
+    "phiv_invoked_argv", default=None)
+
+
 class ErrorReportingGroup(TyperGroup):
     """A click group that turns user-facing errors into one line and an exit code."""
+
+    def make_context(self, info_name: str | None, args: list[str],
+                     parent: click.Context | None = None, **extra: Any) -> click.Context:
+        if parent is None:
+            _INVOKED_ARGV.set(list(args))
+        return super().make_context(info_name, args, parent=parent, **extra)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -40,6 +51,12 @@ class ErrorReportingGroup(TyperGroup):
         except KeyboardInterrupt:
             typer.echo("interrupted", err=True)
             raise typer.Exit(130) from None
+
+
+def command_line(program: str = "phiv-data") -> str:
+    """The command line being run, as typed (for manifests and reports)."""
+    argv = _INVOKED_ARGV.get()
+    return " ".join([program, *(sys.argv[1:] if argv is None else argv)])
 
 
 def make_app(help_text: str) -> typer.Typer:
@@ -197,7 +214,7 @@ def _convert_native(dataset: str, src: Path, out: Path, prompt_template: str | N
     options = module.Options(**chosen)
     run = RunOptions(workers=workers, strict=strict, num_shards=num_shards,
                      shard_index=shard_index, progress=progress,
-                     command=" ".join(["phiv-data", *sys.argv[1:]]))
+                     command=command_line())
     typer.echo(module.convert(src, out, options, run).summary())
 
 
@@ -304,7 +321,7 @@ def convert_ucf101_command(
         typer.echo(f"ucf101: {note}", err=True)
     run = RunOptions(workers=workers, strict=strict, num_shards=num_shards,
                      shard_index=shard_index, progress=progress,
-                     command=" ".join(["phiv-data", *sys.argv[1:]]))
+                     command=command_line())
     typer.echo(ucf101.convert(src, out, run=run, plan=plan).summary(notes=False))
 
 
@@ -358,7 +375,7 @@ def join_command(
     """Join the parts of a fanned-out conversion into one dataset with one manifest."""
     from phiv_data.convert.join import join_parts
 
-    report = join_parts(parts, out, mode=mode, command=" ".join(["phiv-data", *sys.argv[1:]]))
+    report = join_parts(parts, out, mode=mode, command=command_line())
     typer.echo(report.summary(notes=False))
 
 

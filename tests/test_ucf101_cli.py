@@ -41,7 +41,7 @@ def test_convert_announces_layout_and_summarises(subset: Path, tmp_path: Path) -
     assert "ucf101: layout: the recipe's subset" in result.output
     assert "train: 6 records, 48 images (6 planned)" in result.output
     producer = load_manifest(tmp_path / "out").producer
-    assert producer["command"].startswith("phiv-data ") and producer["workers"] == 1
+    assert producer["command"].startswith("phiv-data convert ucf101 --src ") and producer["workers"] == 1
 
 
 @pytest.mark.parametrize(("arguments", "message"), [
