@@ -20,9 +20,12 @@ from phiv_train.model.tiny import write_tiny_checkpoint
 USER, ASSISTANT, END = 32010, 32001, 32007
 
 
-@pytest.fixture(scope="session")
-def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny checkpoint directory, written once per test session (do not modify it)."""
+@pytest.fixture(scope="session", name="tiny_checkpoint")
+def tiny_checkpoint_fixture(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``tiny_checkpoint``: a tiny checkpoint directory, written once per session (read only).
+
+    Test modules import this function (the fixture registers under ``tiny_checkpoint``).
+    """
     return write_tiny_checkpoint(tmp_path_factory.mktemp("tiny-phi3v"), tokenizer=False)
 
 

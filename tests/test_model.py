@@ -14,7 +14,7 @@ from tests.model_fixtures import (  # noqa: F401  (tiny_checkpoint is a fixture)
     make_pixel_values,
     make_sample,
     pixels_of,
-    tiny_checkpoint,
+    tiny_checkpoint_fixture,
 )
 
 GRID_CASES = [(1, 1), (1, 2), (2, 1), (2, 2), (1, 3), (3, 1), (2, 3), (4, 4), (1, 16)]

@@ -18,8 +18,9 @@ from phiv_train.model import (
     Phi3VForCausalLM,
 )
 from phiv_train.model.checkpoint import EMBED_KEY, WTE_KEY
-from phiv_train.model.tiny import TINY_CONFIG, main as tiny_main, write_tiny_checkpoint
-from tests.model_fixtures import collate, load_tiny, make_sample, tiny_checkpoint  # noqa: F401
+from phiv_train.model.tiny import TINY_CONFIG, write_tiny_checkpoint
+from phiv_train.model.tiny import main as tiny_main
+from tests.model_fixtures import collate, load_tiny, make_sample, tiny_checkpoint_fixture  # noqa: F401
 
 # The released config.json, abridged only in the RoPE factor lists (48 values each there).
 RELEASED_CONFIG = {

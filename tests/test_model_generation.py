@@ -12,7 +12,7 @@ from tests.model_fixtures import (  # noqa: F401  (tiny_checkpoint is a fixture)
     load_tiny,
     make_sample,
     pixels_of,
-    tiny_checkpoint,
+    tiny_checkpoint_fixture,
 )
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from phiv_train.model.checkpoint import flash_attention_problem
-from tests.model_fixtures import collate, load_tiny, make_sample, tiny_checkpoint  # noqa: F401
+from tests.model_fixtures import collate, load_tiny, make_sample, tiny_checkpoint_fixture  # noqa: F401
 
 pytestmark = pytest.mark.gpu
 

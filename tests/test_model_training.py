@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.model_fixtures import collate, load_tiny, make_sample, tiny_checkpoint  # noqa: F401
+from tests.model_fixtures import collate, load_tiny, make_sample, tiny_checkpoint_fixture  # noqa: F401
 
 LORA_TARGETS = [
     "qkv_proj", "o_proj", "gate_up_proj", "down_proj", "lm_head",

@@ -13,6 +13,7 @@ bitsandbytes quantization all work); this module adds what a real checkpoint nee
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import re
@@ -23,6 +24,7 @@ import torch
 from safetensors import safe_open
 
 from phiv_data.errors import display_path
+from phiv_train.model.configuration import Phi3VConfig
 from phiv_train.model.errors import CheckpointError, ModelConfigError
 
 logger = logging.getLogger(__name__)
@@ -197,3 +199,58 @@ def effective_dtype(requested: Any, config_dtype: Any) -> torch.dtype:
     if isinstance(value, str):
         value = getattr(torch, value, None)
     return value if isinstance(value, torch.dtype) else torch.float32
+
+
+def loading_arguments(
+    model_class: type, directory: Path, attn_implementation: str | None, kwargs: dict[str, Any]
+) -> dict[str, Any]:
+    """Check a checkpoint directory and build the arguments of transformers' loader.
+
+    Reads ``config.json`` (unless ``kwargs["config"]`` is a ``Phi3VConfig``), compares the
+    checkpoint's parameter names with a model built on the meta device (skipped for
+    pre-quantized checkpoints, whose extra quantization tensors transformers handles),
+    maps a ``wte``-only embedding, and resolves ``dtype`` and the attention implementation.
+
+    Args:
+        model_class: the class being loaded (built on the meta device for its names).
+        directory: the checkpoint directory.
+        attn_implementation: as for ``Phi3VForCausalLM.from_pretrained``.
+        kwargs: the caller's other ``from_pretrained`` arguments (consumed).
+
+    Returns:
+        Keyword arguments for ``PreTrainedModel.from_pretrained``.
+
+    Raises:
+        CheckpointError: no config.json or weights, missing shards, unknown or missing names.
+        ModelConfigError: an unsupported config or attention implementation.
+    """
+    if not (directory / "config.json").is_file():
+        raise CheckpointError(
+            f"{display_path(directory)}: no config.json",
+            hint="from_pretrained takes a local checkpoint directory (config.json + safetensors)",
+        )
+    config = kwargs.pop("config", None)
+    if not isinstance(config, Phi3VConfig):
+        config = Phi3VConfig.from_pretrained(directory)
+    keys = checkpoint_keys(directory)
+    if getattr(config, "quantization_config", None) is None:
+        with torch.device("meta"):
+            expected = set(model_class(copy.deepcopy(config)).state_dict())
+        check_keys(directory, keys, expected)
+    dtype = kwargs.pop("dtype", None)
+    torch_dtype = kwargs.pop("torch_dtype", None)
+    dtype = dtype if dtype is not None else torch_dtype
+    # The residual stream (and so the attention inputs) has the dtype of the unquantized
+    # weights; the 4-bit compute dtype matters only when no dtype is given.
+    compute = getattr(kwargs.get("quantization_config"), "bnb_4bit_compute_dtype", None)
+    weights_dtype = effective_dtype(dtype if dtype is not None else compute, config.dtype)
+    mapping = embedding_key_mapping(keys)
+    if mapping is not None:
+        kwargs["key_mapping"] = {**mapping, **(kwargs.get("key_mapping") or {})}
+    return {
+        **kwargs,
+        "config": config,
+        "dtype": dtype if dtype is not None else "auto",
+        "attn_implementation": resolve_attention(attn_implementation, weights_dtype),
+        "output_loading_info": True,
+    }

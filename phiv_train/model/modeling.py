@@ -25,7 +25,7 @@ them anyway (LoRA adapters, a global unfreeze) get the same zero-gradient treatm
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -35,7 +35,6 @@ from transformers.cache_utils import Cache, DynamicCache
 from transformers.masking_utils import create_causal_mask, create_sliding_window_causal_mask
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from transformers.modeling_utils import slice_logits_to_keep
-from transformers.models.clip.modeling_clip import CLIPEncoderLayer
 from transformers.models.phi3.modeling_phi3 import (
     Phi3Attention,
     Phi3DecoderLayer,
@@ -46,11 +45,9 @@ from transformers.utils import can_return_tuple
 from transformers.utils.generic import merge_with_config_defaults
 from transformers.utils.output_capturing import capture_outputs
 
-from phiv_data.errors import display_path
 from phiv_data.phi3v import PAD_TOKEN_ID, STOP_TOKEN_IDS
 from phiv_train.model import checkpoint
 from phiv_train.model.configuration import Phi3VConfig
-from phiv_train.model.errors import CheckpointError
 from phiv_train.model.image_embedding import Phi3VImageEmbedding
 
 
@@ -61,14 +58,14 @@ class Phi3VPreTrainedModel(PreTrainedModel):
     config: Phi3VConfig
     base_model_prefix = "model"
     supports_gradient_checkpointing = True
-    _no_split_modules = ["Phi3DecoderLayer", "CLIPEncoderLayer"]
-    _skip_keys_device_placement = ["past_key_values"]
+    _no_split_modules: ClassVar[list[str]] = ["Phi3DecoderLayer", "CLIPEncoderLayer"]
+    _skip_keys_device_placement: ClassVar[list[str]] = ["past_key_values"]
     _supports_flash_attn = True
     _supports_sdpa = True
     _supports_attention_backend = True
     _can_compile_fullgraph = False  # the image merge has data-dependent shapes
-    _can_record_outputs = {"hidden_states": Phi3DecoderLayer, "attentions": Phi3Attention}
-    _keys_to_ignore_on_load_unexpected = list(checkpoint.IGNORED_KEYS)
+    _can_record_outputs: ClassVar[dict[str, type]] = {"hidden_states": Phi3DecoderLayer, "attentions": Phi3Attention}
+    _keys_to_ignore_on_load_unexpected: ClassVar[list[str]] = list(checkpoint.IGNORED_KEYS)
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
@@ -140,6 +137,8 @@ class Phi3VModel(Phi3VPreTrainedModel):
             raise ValueError("pass exactly one of input_ids or inputs_embeds")
         if inputs_embeds is None:
             inputs_embeds = self.embed(input_ids, pixel_values, image_sizes)
+        elif pixel_values is not None:
+            raise ValueError("pixel_values need input_ids (their -k ids say where images go), not inputs_embeds")
         if use_cache and past_key_values is None:
             past_key_values = DynamicCache(config=self.config)
         if position_ids is None:
@@ -198,7 +197,7 @@ class Phi3VForCausalLM(Phi3VPreTrainedModel, GenerationMixin):
                              image_sizes=..., max_new_tokens=64)
     """
 
-    _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
+    _tied_weights_keys: ClassVar[dict[str, str]] = {"lm_head.weight": "model.embed_tokens.weight"}
 
     def __init__(self, config: Phi3VConfig) -> None:
         super().__init__(config)
@@ -312,11 +311,15 @@ class Phi3VForCausalLM(Phi3VPreTrainedModel, GenerationMixin):
         dropped and the whole sequence, images included, runs again (as Phi-3 does).
         """
         limit = getattr(self.config, "original_max_position_embeddings", None)
-        if past_key_values is not None and limit is not None and input_ids.shape[1] >= limit + 1:
-            if past_key_values.get_seq_length() <= limit:
-                past_key_values = None
-                kwargs["next_sequence_length"] = None
-                is_first_iteration = True
+        if (
+            past_key_values is not None
+            and limit is not None
+            and input_ids.shape[1] > limit
+            and past_key_values.get_seq_length() <= limit
+        ):
+            past_key_values = None
+            kwargs["next_sequence_length"] = None
+            is_first_iteration = True
         model_inputs = super().prepare_inputs_for_generation(
             input_ids,
             past_key_values=past_key_values,
@@ -357,39 +360,9 @@ class Phi3VForCausalLM(Phi3VPreTrainedModel, GenerationMixin):
             ModelConfigError: a config.json phiv does not implement.
         """
         directory = Path(pretrained_model_name_or_path)
-        if not (directory / "config.json").is_file():
-            raise CheckpointError(
-                f"{display_path(directory)}: no config.json",
-                hint="from_pretrained takes a local checkpoint directory (config.json + safetensors)",
-            )
-        config = kwargs.pop("config", None)
-        if not isinstance(config, Phi3VConfig):
-            config = Phi3VConfig.from_pretrained(directory)
-        keys = checkpoint.checkpoint_keys(directory)
-        if getattr(config, "quantization_config", None) is None:
-            with torch.device("meta"):
-                expected = set(cls(config).state_dict())
-            checkpoint.check_keys(directory, keys, expected)
-        torch_dtype = kwargs.pop("torch_dtype", None)
-        dtype = kwargs.pop("dtype", torch_dtype)
-        quantization = kwargs.get("quantization_config")
-        weights_dtype = checkpoint.effective_dtype(
-            getattr(quantization, "bnb_4bit_compute_dtype", None) or dtype, config.dtype
-        )
-        implementation = checkpoint.resolve_attention(attn_implementation, weights_dtype)
         wants_info = kwargs.pop("output_loading_info", False)
-        key_mapping = checkpoint.embedding_key_mapping(keys)
-        if key_mapping is not None:
-            kwargs["key_mapping"] = {**key_mapping, **(kwargs.get("key_mapping") or {})}
-        model, info = super().from_pretrained(
-            directory,
-            *model_args,
-            config=config,
-            dtype=dtype if dtype is not None else "auto",
-            attn_implementation=implementation,
-            output_loading_info=True,
-            **kwargs,
-        )
+        arguments = checkpoint.loading_arguments(cls, directory, attn_implementation, kwargs)
+        model, info = super().from_pretrained(directory, *model_args, **arguments)
         checkpoint.check_loading_info(directory, info)
         model.freeze_unused_vision_parameters()
         if not (directory / "generation_config.json").is_file():
