@@ -8,7 +8,6 @@ different names, and images shared between the files given together (train/eval 
 from __future__ import annotations
 
 import re
-from itertools import count
 
 from phiv_data.validate.chunk import ChunkResult
 from phiv_data.validate.issues import Issue
@@ -19,27 +18,41 @@ _ONCE_PER_IMAGE = frozenset({"W-IMAGE-MODE", "W-IMAGE-EXIF-ROTATED", "W-IMAGE-AS
 """Warnings about an image itself: reported at its first use only, even across workers."""
 
 
-def _duplicate_ids(ids: list[str | None], base: int, seen: dict[str, int], shown: str
-                   ) -> list[Issue]:
-    present = set(ids)
-    present.discard(None)
-    valid = len(ids) - ids.count(None)
-    if len(present) == valid and seen.keys().isdisjoint(present):
-        seen.update(zip(ids, count(base + 1)))  # type: ignore[arg-type]
-        seen.pop(None, None)  # type: ignore[call-overload]
-        return []
-    issues = []
-    for line, record_id in enumerate(ids, start=base + 1):
-        if record_id is None:
-            continue
-        first = seen.get(record_id)
-        if first is None:
-            seen[record_id] = line
-        else:
-            issues.append(Issue("E-ID-DUPLICATE", f"duplicate id {record_id!r} (first used on "
-                                f"line {first}): ids must be unique", shown, line, "id",
-                                record_id))
-    return issues
+class _IdIndex:
+    """Ids seen so far in one file. A plain set while ids are unique (one hash per id);
+    the first line of each id is only worked out once a duplicate shows up."""
+
+    def __init__(self) -> None:
+        self.seen: set[str] = set()
+        self.chunks: list[tuple[int, list[str | None]]] = []
+        self.first_line: dict[str, int] | None = None
+
+    def add(self, ids: list[str | None], base: int, shown: str) -> list[Issue]:
+        self.chunks.append((base, ids))
+        if self.first_line is None:
+            before = len(self.seen)
+            self.seen.update(ids)
+            self.seen.discard(None)  # type: ignore[arg-type]
+            if len(self.seen) - before == len(ids) - ids.count(None):
+                return []
+            self.first_line = {}
+            for chunk_base, chunk_ids in self.chunks[:-1]:
+                self._index(chunk_ids, chunk_base, shown)
+            self.seen = set()
+        return self._index(ids, base, shown)
+
+    def _index(self, ids: list[str | None], base: int, shown: str) -> list[Issue]:
+        assert self.first_line is not None
+        issues = []
+        for line, record_id in enumerate(ids, start=base + 1):
+            if record_id is None:
+                continue
+            first = self.first_line.setdefault(record_id, line)
+            if first != line:
+                issues.append(Issue("E-ID-DUPLICATE", f"duplicate id {record_id!r} (first used "
+                                    f"on line {first}): ids must be unique", shown, line, "id",
+                                    record_id))
+        return issues
 
 
 def _reference_lines(result: ChunkResult, base: int, wanted: set[str]) -> dict[str, int]:
@@ -67,7 +80,7 @@ def merge_results(results: list[ChunkResult], summaries: list[FileSummary],
     issues: list[Issue] = []
     file_of_issue: list[int] = []
     bases: list[int] = []
-    seen_ids: list[dict[str, int]] = [{} for _ in summaries]
+    seen_ids = [_IdIndex() for _ in summaries]
     crlf: dict[int, tuple[int, int]] = {}
     unlabeled_first: dict[int, int] = {}
     lines_so_far = [0] * len(summaries)
@@ -83,7 +96,7 @@ def merge_results(results: list[ChunkResult], summaries: list[FileSummary],
         bases.append(base)
         lines_so_far[index] += result.lines
         add(index, [issue.at(file=summary.shown, line_offset=base) for issue in result.issues])
-        add(index, _duplicate_ids(result.ids, base, seen_ids[index], summary.shown))
+        add(index, seen_ids[index].add(result.ids, base, summary.shown))
         summary.lines += result.lines
         summary.size_bytes += result.size
         summary.records += result.records
