@@ -152,14 +152,15 @@ def test_special_token_text_is_reported_not_written(tmp_path):
     items = json.loads(path.read_text())
     items[0]["question"] = "What does <s> mean here?"
     items[1]["answers"] = ["<|end|>"]
+    items[2]["answers"] = ["fine", "<|end|>"]  # only meta sees the other answers: kept
     path.write_text(json.dumps(items))
     report = convert(tmp_path / "src", tmp_path / "out", run=ONE)
     assert [(entry.where, entry.reason) for entry in report.skipped] == [
         ("val/val_v1.0.json: [0]", "special-token-text"),
         ("val/val_v1.0.json: [1]", "special-token-text")]
     assert "'<s>'" in report.skipped[0].detail
-    assert [record.id for record in records(tmp_path / "out" / "docvqa_val.jsonl")] == [
-        "val-0000000002"]
+    (kept,) = records(tmp_path / "out" / "docvqa_val.jsonl")
+    assert kept.id == "val-0000000002" and kept.meta["answers"] == ["fine", "<|end|>"]
 
 
 @pytest.mark.parametrize("item, message", [
