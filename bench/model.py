@@ -119,17 +119,11 @@ def run_one(args: argparse.Namespace, attention: str, device: torch.device) -> d
     build_seconds = time.perf_counter() - build_start
     batch = make_batch(args.batch, args.grid, args.text, device, args.seed)
 
-    def step() -> float:
-        model.zero_grad(set_to_none=True)
-        loss = model(**batch).loss
-        loss.backward()
-        return float(loss.detach())
-
     for _ in range(args.warmup):
-        step()
+        _training_step(model, batch)
     _synchronize(device)
     start = time.perf_counter()
-    losses = [step() for _ in range(args.steps)]
+    losses = [_training_step(model, batch) for _ in range(args.steps)]
     _synchronize(device)
     seconds = (time.perf_counter() - start) / args.steps
     tokens = batch["input_ids"].numel()
@@ -144,9 +138,14 @@ def run_one(args: argparse.Namespace, attention: str, device: torch.device) -> d
         "peak_memory_gb": _peak_memory_gb(device),
         "loss": losses[-1],
     }
-    del model, batch
-    gc.collect()
     return result
+
+
+def _training_step(model: Phi3VForCausalLM, batch: dict[str, torch.Tensor]) -> float:
+    model.zero_grad(set_to_none=True)
+    loss = model(**batch).loss
+    loss.backward()
+    return float(loss.detach())
 
 
 def _grid(text: str) -> tuple[int, int]:
@@ -172,7 +171,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
-    results = [run_one(args, attention.strip(), device) for attention in args.attn.split(",") if attention.strip()]
+    results = []
+    for attention in (name.strip() for name in args.attn.split(",")):
+        if attention:
+            results.append(run_one(args, attention, device))
+            gc.collect()  # the previous model is unreachable now; free it before the next
     setting = (
         f"{args.size} model, {args.dtype}, device {device}"
         f" ({torch.cuda.get_device_name(device) if device.type == 'cuda' else platform.processor() or 'cpu'}),"

@@ -140,8 +140,10 @@ def _normalise_padded(pixels: np.ndarray, padded_height: int, padded_width: int)
     top = (padded_height - height) // 2
     left = (padded_width - width) // 2
     # Padding in 8 bits first (cheap), so that every look-up below writes a contiguous plane.
-    padded = np.full((padded_height, padded_width, *pixels.shape[2:]), WHITE, dtype=np.uint8)
-    padded[top:top + height, left:left + width] = pixels
+    padded = pixels
+    if (height, width) != (padded_height, padded_width):
+        padded = np.full((padded_height, padded_width, *pixels.shape[2:]), WHITE, np.uint8)
+        padded[top:top + height, left:left + width] = pixels
     full = torch.empty(3, padded_height, padded_width, dtype=torch.float32)
     target = full.numpy()
     grayscale = padded.ndim == 2
