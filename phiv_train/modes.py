@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import logging
 import re
@@ -176,7 +177,12 @@ def apply_lora(model: nn.Module, config: TrainConfig) -> nn.Module:
     lora = LoraConfig(r=config.lora_rank, lora_alpha=config.effective_lora_alpha,
                       lora_dropout=config.lora_dropout, target_modules=lora_target_modules(model, config),
                       init_lora_weights="gaussian", bias="none")
-    return get_peft_model(model, lora)
+    peft_model = get_peft_model(model, lora)
+    # lm_head is a target, so PEFT's "auto" would copy the whole (unchanged, vocabulary-sized)
+    # embedding and output matrices into every adapter and checkpoint: save adapters only.
+    peft_model.save_pretrained = functools.partial(peft_model.save_pretrained,
+                                                   save_embedding_layers=False)
+    return peft_model
 
 
 def prepare_model(model: nn.Module, config: TrainConfig) -> nn.Module:
