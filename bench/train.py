@@ -1,55 +1,42 @@
 """Training throughput and peak memory of each phiv-train mode, beside the recipe's setup.
 
-For each mode in ``--modes`` (full, freeze-vision, lora, qlora) and each setup in
-``--setups`` it builds the model the way ``phiv-train`` does (``phiv_train.modes``:
-precision, attention fallback, ``prepare_model`` for what trains, PEFT LoRA with the
-recipe's targets, QLoRA through ``load_model``'s ``BitsAndBytesConfig``), turns on gradient
-checkpointing the way transformers' Trainer does, and times full optimizer steps: forward
-under the run's autocast, backward, gradient clipping at 1.0, AdamW with the recipe's betas
-(0.9, 0.95), eps 1e-7 and weight decay 0.01 (none on biases and norms, as the Trainer
-groups them) and its linear warm-up schedule. Reported per run: steps/s, samples/s,
-tokens/s (real tokens, padding excluded), peak memory (``torch.cuda.max_memory_allocated``
-and the allocator's reserved peak on GPUs; the process's peak RSS so far on the CPU), the
-loss, and the ratio of phiv's setup to the recipe's. The recipe's own table (8x A100-80GB,
-SPEC section 4) is printed beside the measured figures.
+For each mode in ``--modes`` (full, freeze-vision, lora, qlora) and each setup in ``--setups``
+it builds the model as ``phiv-train`` does (``phiv_train.modes``: precision, attention
+fallback, ``prepare_model``; QLoRA through ``load_model``), turns on gradient checkpointing as
+transformers' Trainer does, and times optimizer steps: forward under the run's autocast,
+backward, clipping at 1.0, AdamW with the recipe's betas, eps and weight decay (none on biases
+and norms, as the Trainer groups them) and its linear warm-up. It reports samples/s, tokens/s
+(padding excluded), peak memory (``torch.cuda.max_memory_allocated`` and the reserved peak;
+on the CPU the process's peak RSS so far), the loss, phiv's ratio to the recipe, and the
+recipe's own table (8x A100-80GB, SPEC section 4). One model is alive at a time.
 
-Setups (the same data in both; they differ only in what the recipe did differently):
+- ``recipe``: 1 sample per step, ``--recipe-attn`` (eager; flash-attention needs flash-attn),
+  gradient checkpointing, and in freeze-vision mode the text embeddings frozen too (its
+  shared-``wte`` defect). Its ZeRO-2 is not reproduced (one process, no DeepSpeed).
+- ``phiv``: ``--batch`` samples per step padded by phiv's collator, ``--attn`` (SDPA),
+  ``--gradient-checkpointing`` (on).
 
-- ``recipe``: one sample per step (``--batch_size_per_gpu 1``), ``--recipe-attn`` (eager by
-  default: flash-attention is the recipe's other setting and needs the flash-attn package),
-  gradient checkpointing on, and in freeze-vision mode the text embeddings frozen too (its
-  shared-``wte`` defect). Its full fine-tuning ran under DeepSpeed ZeRO-2 on 8 GPUs; here
-  (one process, no DeepSpeed) both setups use torch's AdamW, so the full-mode memory is one
-  GPU's without ZeRO's partitioning of the optimizer state.
-- ``phiv``: ``--batch`` samples per step padded together by phiv's collator, ``--attn``
-  (SDPA by default, phiv's default), ``--gradient-checkpointing`` (on by default).
-
-Inputs are DocVQA-like: synthetic document pages (``--pages``, default one US-letter scan of
-1700x2200 pixels: 16 crops, 2509 image tokens at ``--num-crops 16``) with questions and
-answers of varying length, run through phiv's ``Phi3VProcessor`` (tiny tokenizer unless
-``--tokenizer DIR`` names a checkpoint's) and ``Phi3VCollator``; batches are prepared before
-timing (the data loader's workers overlap that work in a real run).
-
-Models: ``--size full`` has the released dimensions (4.15B parameters), initialised at
-random directly on the device in the run's weight dtype (as ``bench/model.py``); only one
-model is alive at a time. QLoRA needs bitsandbytes to quantise real weights, so for it a
-random bf16 checkpoint (8.3 GB at full size) is written once to ``--qlora-checkpoint``
-(default: a temporary folder in /dev/shm when it has room, else the temp dir; removed at the
-end) and loaded by ``phiv_train.modes.load_model`` exactly as ``phiv-train --use-qlora`` loads
-a checkpoint. ``--size tiny`` (6M parameters) is for CPU smoke runs.
+Inputs: synthetic document pages (``--pages``, default 1700x2200: 16 crops, 2509 image
+tokens at ``--num-crops 16``) with DocVQA-style questions and answers, through phiv's
+``Phi3VProcessor`` (tiny tokenizer unless ``--tokenizer DIR``) and ``Phi3VCollator``, prepared
+before timing. ``--size full`` is the released architecture (4.15B parameters) initialised at
+random directly on the device; QLoRA needs real weights to quantise, so a random bf16
+checkpoint is written once (``--qlora-checkpoint``, default a temporary folder in /dev/shm
+when it has room) and loaded by ``load_model`` as ``phiv-train --use-qlora`` loads one.
+``--size tiny`` (6M parameters) is for CPU smoke runs.
 
 Usage::
 
     python bench/train.py --device cuda --size full --dtype bf16 --num-crops 16 --batch 4 \\
         --json bench-train.json
-    python bench/train.py --device cpu --size tiny --dtype fp32 --num-crops 4 --pages 800x1000 \\
-        --batch 2 --steps 2 --warmup 1
+    python bench/train.py --device cpu --size tiny --dtype fp32 --num-crops 16 --batch 2 --steps 2
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import gc
 import importlib.util
 import json
@@ -105,6 +92,7 @@ class Setup:
     embeddings_frozen_with_vision: bool  # the recipe's shared-wte defect
 
 
+@functools.cache
 def _bench_model_module() -> Any:
     """bench/model.py (not a package): its model dimensions are reused here."""
     spec = importlib.util.spec_from_file_location("phiv_bench_model", Path(__file__).with_name("model.py"))

@@ -34,6 +34,7 @@ def run_bench(bench, tmp_path, *flags):
     return json.loads(output.read_text())["results"]
 
 
+@pytest.mark.slow  # eight tiny training runs: 15-30 s on the shared 2-core machine
 def test_every_mode_for_both_setups(bench, tmp_path, capsys):
     results = run_bench(bench, tmp_path)
     assert [(r["mode"], r["name"]) for r in results] == [
