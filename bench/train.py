@@ -46,6 +46,7 @@ import shutil
 import sys
 import tempfile
 import time
+import traceback
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -280,6 +281,9 @@ def guarded_run(mode: str, setup: Setup, args: argparse.Namespace, samples: list
         error = "refused: " + refused.errors()[0]["msg"].removeprefix("Value error, ")
     except (PhivError, ImportError) as refused:
         error = f"{type(refused).__name__}: {refused}"
+    except RuntimeError as failure:  # a kernel or library failure: keep the other modes' figures, exit 1
+        traceback.print_exc()
+        error = f"failed: {type(failure).__name__}: {failure}"
     finally:
         gc.collect()
         if device.type == "cuda":
@@ -326,14 +330,14 @@ def recipe_figures(mode: str) -> str:
 
 def print_table(results: list[dict[str, Any]]) -> None:
     """One line per run, the ratio of phiv to the recipe, and the recipe's table."""
-    print(f"{'mode':<14} {'setup':<7} {'attention':<18} {'batch':>5} {'step s':>7} {'samples/s':>9} "
+    print(f"{'mode':<14} {'setup':<7} {'attention':<32} {'batch':>5} {'step s':>7} {'samples/s':>9} "
           f"{'tokens/s':>9} {'pad %':>5} {'peak GB':>8} {'loss':>6} {'vs recipe':>16}")
     for mode in dict.fromkeys(result["mode"] for result in results):
         rows = [result for result in results if result["mode"] == mode]
         recipe = next((row for row in rows if row["name"] == "recipe" and "error" not in row), None)
         for row in rows:
             if "error" in row:
-                print(f"{mode:<14} {row['name']:<7} {row['attention']:<18} {row['batch']:>5}  not run: {row['error']}")
+                print(f"{mode:<14} {row['name']:<7} {row['attention']:<32} {row['batch']:>5}  not run: {row['error']}")
                 continue
             ratio = ""
             if recipe is not None and row is not recipe:
@@ -342,7 +346,7 @@ def print_table(results: list[dict[str, Any]]) -> None:
                     ratio += f", {row['peak_gb'] / recipe['peak_gb']:.2f}x mem"
             used = row["attention_used"]
             label = used if used == row["attention"] else f"{used} (asked {row['attention']})"
-            print(f"{mode:<14} {row['name']:<7} {label:<18} {row['batch']:>5} "
+            print(f"{mode:<14} {row['name']:<7} {label:<32} {row['batch']:>5} "
                   f"{row['step_seconds']:>7.3f} {row['samples_per_second']:>9.2f} {row['tokens_per_second']:>9.0f} "
                   f"{100 * row['padding_fraction']:>5.1f} {row['peak_gb']:>8.2f} {row['loss_last']:>6.2f} {ratio:>16}")
         print(f"{'':<14} recipe's table, 8x A100-80GB: {recipe_figures(mode)}")
@@ -420,11 +424,12 @@ def main(argv: list[str] | None = None) -> int:
                f"recipe: batch 1 {args.recipe_attn} checkpointing on")
     print(setting)
     print_table(results)
+    failed = [result for result in results if result.get("error", "").startswith("failed")]
     if args.json:
         payload = {"setting": setting, "arguments": {k: v for k, v in vars(args).items() if k != "json"},
                    "torch": torch.__version__, "results": results}
         Path(args.json).write_text(json.dumps(payload, indent=2, default=str) + "\n", encoding="utf-8")
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
