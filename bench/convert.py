@@ -28,6 +28,7 @@ cache, so every variant reads images from memory.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -42,15 +43,15 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))  # the native-tree factories live with the tests
 
-from native_factories import (  # noqa: E402
+from native_factories import (
     make_docvqa_tree,
     make_hateful_memes_tree,
     make_nlvr2_tree,
 )
 
-from phiv_data.convert import docvqa, hateful_memes, nlvr2  # noqa: E402
-from phiv_data.convert.framework import RunOptions  # noqa: E402
-from phiv_data.convert.native_images import clear_caches  # noqa: E402
+from phiv_data.convert import docvqa, hateful_memes, nlvr2
+from phiv_data.convert.framework import RunOptions
+from phiv_data.convert.native_images import clear_caches
 
 
 def build(dataset: str, root: Path, scale: float) -> int:
@@ -143,8 +144,8 @@ def run(dataset: str, scale: float, workers: list[int], work: Path) -> list[dict
     for variant, options, count in variants:
         out = work / "phiv"
         clear_caches()
-        record(variant, timed(lambda: module.convert(
-            src, out, options, run=RunOptions(workers=count, progress=False))))
+        run_options = RunOptions(workers=count, progress=False)
+        record(variant, timed(functools.partial(module.convert, src, out, options, run_options)))
         shutil.rmtree(out)
     for name in ("floor", f"{dataset}-src"):
         shutil.rmtree(work / name, ignore_errors=True)

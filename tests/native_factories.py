@@ -22,7 +22,6 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-
 # --- images ---------------------------------------------------------------------------------
 
 def document_page(width: int = 17, height: int = 23, seed: int = 0) -> Image.Image:
@@ -68,6 +67,23 @@ def encode(image: Image.Image, image_format: str, **save_options: Any) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format=image_format, **save_options)
     return buffer.getvalue()
+
+
+def tree_bytes(root: Path) -> dict[str, bytes]:
+    """Every file under ``root`` but ``manifest.json`` (which records timings), by path."""
+    return {path.relative_to(root).as_posix(): path.read_bytes()
+            for path in sorted(root.rglob("*")) if path.is_file() and path.name != "manifest.json"}
+
+
+def assert_same_output_with_one_or_two_workers(convert: Any, src: Path, work: Path) -> None:
+    """``convert(src, out, run=...)`` writes the same bytes and report with 1 or 2 workers."""
+    from phiv_data.convert.framework import RunOptions
+
+    reports = [convert(src, work / f"workers{count}",
+                       run=RunOptions(workers=count, progress=False)).to_dict()
+               for count in (1, 2)]
+    assert tree_bytes(work / "workers1") == tree_bytes(work / "workers2")
+    assert reports[0] == reports[1]
 
 
 def write_bytes(path: Path, data: bytes) -> Path:

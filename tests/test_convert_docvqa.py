@@ -8,9 +8,13 @@ import os
 from pathlib import Path
 
 import pytest
+from native_factories import (
+    assert_same_output_with_one_or_two_workers,
+    make_docvqa_parquet,
+    make_docvqa_tree,
+)
 from typer.testing import CliRunner
 
-from native_factories import make_docvqa_parquet, make_docvqa_tree
 from phiv_data.cli import app
 from phiv_data.convert.docvqa import DocVQAOptions, convert, docvqa_record, find_sources
 from phiv_data.convert.framework import RunOptions
@@ -119,7 +123,7 @@ def test_parquet_copy_with_string_ids_and_several_files(tmp_path):
 def test_parquet_and_official_files_together_are_refused(tmp_path):
     make_docvqa_tree(tmp_path / "src", splits={"train": 2})
     make_docvqa_parquet(tmp_path / "src" / "hf", splits={"train": 2})
-    with pytest.raises(UsageError, match="both official annotation files and parquet"):
+    with pytest.raises(UsageError, match="both DocVQA annotation files and parquet"):
         convert(tmp_path / "src", tmp_path / "out", run=ONE)
 
 
@@ -219,3 +223,23 @@ def test_output_validates_with_decoded_images(tmp_path, make):
                                                                   workers=1))
     assert report.ok, [str(issue) for issue in report.issues]
     assert {issue.code for issue in report.issues} == {"I-UNLABELED"}  # the test split
+
+
+def test_same_output_with_one_or_two_workers(tmp_path):
+    make_docvqa_tree(tmp_path / "src", splits={"train": 6, "test": 2}, pages_per_split=2)
+    assert_same_output_with_one_or_two_workers(convert, tmp_path / "src", tmp_path)
+
+
+def test_resume_refuses_rows_changed_since_the_interrupted_run(tmp_path):
+    make_docvqa_tree(tmp_path / "src", splits={"train": 4})
+    (tmp_path / "src" / "train" / "documents" / "d001xtr_2.png").unlink()  # question 1
+    with pytest.raises(DataError, match=r"data\[1\]: missing-image"):
+        convert(tmp_path / "src", tmp_path / "out",
+                run=RunOptions(workers=1, strict=True, progress=False))
+    # question 0 is journaled; editing it must not leave its old record in the output
+    path = tmp_path / "src" / "train" / "train_v1.0_withQT.json"
+    document = json.loads(path.read_text())
+    document["data"][0]["answers"] = ["a corrected answer"]
+    path.write_text(json.dumps(document))
+    with pytest.raises(UsageError, match="the input files differ"):
+        convert(tmp_path / "src", tmp_path / "out", run=ONE)

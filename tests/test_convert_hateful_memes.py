@@ -4,12 +4,15 @@ kept character for character, shared dev records, shared images, bad rows."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import orjson
 import pytest
+from native_factories import TRICKY_TEXT, make_hateful_memes_tree, tree_bytes
+from typer.testing import CliRunner
 
-from native_factories import TRICKY_TEXT, make_hateful_memes_tree
+from phiv_data.cli import app
 from phiv_data.convert.framework import RunOptions
 from phiv_data.convert.hateful_memes import (
     HatefulMemesOptions,
@@ -77,9 +80,26 @@ def test_shared_dev_records_are_reported(tmp_path):
     report = convert(tmp_path / "src", tmp_path / "out", run=ONE)
     shared = [row["id"] for row in tree.rows["dev_seen"][:2]]
     (note,) = [note for note in report.notes if "dev_seen and dev_unseen share" in note]
-    assert note == (f"dev_seen and dev_unseen share 2 records by id (2 identical, 0 differing: "
-                    f"{', '.join(sorted(shared))})")
+    assert note == ("dev_seen and dev_unseen share 2 records by id (2 identical, 0 differing): "
+                    + ", ".join(sorted(shared)))
     assert note in load_manifest(tmp_path / "out").report["notes"]
+
+
+def test_shared_dev_records_that_differ_are_named(tmp_path):
+    tree = make_hateful_memes_tree(tmp_path / "src", files={"dev_seen": 3, "dev_unseen": 1},
+                                   shared_dev=2)
+    path = tmp_path / "src" / "dev_unseen.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    rows[1]["label"] = 1 - rows[1]["label"]  # the same meme, relabelled in the other file
+    rows[0]["id"] = int(rows[0]["id"])  # an integer id is still the same meme
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    report = convert(tmp_path / "src", tmp_path / "out", run=ONE)
+    first, second = (row["id"] for row in tree.rows["dev_seen"][:2])
+    (note,) = [note for note in report.notes if "share" in note]
+    assert note.endswith(f"(1 identical, 1 differing): {', '.join(sorted([first, second]))}; "
+                         f"differing: {second}")
+    # both files are still converted whole: the overlap is reported, never dropped
+    assert report.records == {"dev_seen": 3, "dev_unseen": 3}
 
 
 def test_older_file_names_and_integer_ids(tmp_path):
@@ -159,3 +179,32 @@ def test_prompts_are_documented_in_the_readme(name):
 
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
     assert f"`{getattr(prompts, name)!r}`" in readme
+
+
+def test_cli_with_link_and_two_workers_equals_one_worker_copy(tmp_path):
+    make_hateful_memes_tree(tmp_path / "src")
+    result = CliRunner().invoke(app, [
+        "convert", "hateful-memes", "--src", str(tmp_path / "src"), "--out", str(tmp_path / "cli"),
+        "--link", "--workers", "2", "--check-images", "verify"])
+    assert result.exit_code == 0, result.output
+    assert "dev_seen and dev_unseen share 1 records" in result.output
+    convert(tmp_path / "src", tmp_path / "api", HatefulMemesOptions(check="verify"), run=ONE)
+    assert tree_bytes(tmp_path / "cli") == tree_bytes(tmp_path / "api")
+    image = tmp_path / "cli" / "images" / "img" / "00001.png"
+    assert os.path.samefile(image, tmp_path / "src" / "img" / "00001.png")  # hard-linked
+    assert not os.path.samefile(tmp_path / "api" / "images" / "img" / "00001.png",
+                                tmp_path / "src" / "img" / "00001.png")  # copied
+
+
+def test_fan_out_and_join_equal_a_single_run(tmp_path):
+    from phiv_data.convert.join import join_parts
+
+    make_hateful_memes_tree(tmp_path / "src")
+    single = convert(tmp_path / "src", tmp_path / "single", run=ONE)
+    parts = [tmp_path / f"part{index}" for index in range(3)]
+    for index, part in enumerate(parts):
+        convert(tmp_path / "src", part, run=RunOptions(workers=1, progress=False, num_shards=3,
+                                                       shard_index=index))
+    joined = join_parts(parts, tmp_path / "joined", mode="copy")
+    assert tree_bytes(tmp_path / "joined") == tree_bytes(tmp_path / "single")
+    assert joined.to_dict() == single.to_dict()

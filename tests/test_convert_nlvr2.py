@@ -7,15 +7,23 @@ import json
 from pathlib import Path
 
 import pytest
+from native_factories import (
+    assert_same_output_with_one_or_two_workers,
+    encode,
+    make_nlvr2_parquet,
+    make_nlvr2_tree,
+    photo,
+    tree_bytes,
+    write_json_lines,
+)
 from typer.testing import CliRunner
 
-from native_factories import encode, make_nlvr2_parquet, make_nlvr2_tree, photo, write_json_lines
 from phiv_data.cli import app
 from phiv_data.convert.framework import RunOptions
 from phiv_data.convert.native_io import RowProblem
 from phiv_data.convert.nlvr2 import NLVR2Options, convert, nlvr2_record, parse_label
 from phiv_data.convert.prompts import NLVR2_PROMPT
-from phiv_data.errors import DataError
+from phiv_data.errors import DataError, UsageError
 from phiv_data.shards import load_manifest, read_records
 
 ONE = RunOptions(workers=1, progress=False)
@@ -23,11 +31,6 @@ ONE = RunOptions(workers=1, progress=False)
 
 def records(path: Path) -> list:
     return [record for _, record in read_records(path)]
-
-
-def tree_bytes(root: Path) -> dict[str, bytes]:
-    return {path.relative_to(root).as_posix(): path.read_bytes()
-            for path in sorted(root.rglob("*")) if path.is_file() and path.name != "manifest.json"}
 
 
 def test_docstring_example_is_what_the_row_function_returns():
@@ -108,7 +111,7 @@ def test_missing_image_unlabeled_row_bad_label_and_broken_line(tmp_path):
         "dev-100-0-0", "dev-100-0-1", "dev-102-0-0"]
     assert written[2].conversations[0].assistant is None
     assert load_manifest(tmp_path / "out").shard("nlvr2_dev.jsonl").unlabeled == 1
-    assert any("1 of 7 rows have no label" in note for note in report.notes)
+    assert any("1 of 7 sentences have no label" in note for note in report.notes)
 
 
 def test_subset_files_are_not_splits(tmp_path):
@@ -168,18 +171,16 @@ def test_special_token_sentence():
 
 def test_same_output_with_one_or_two_workers_and_cli(tmp_path):
     make_nlvr2_tree(tmp_path / "src", splits={"train": 4, "dev": 3}, misplaced=1)
-    convert(tmp_path / "src", tmp_path / "one", run=ONE)
+    assert_same_output_with_one_or_two_workers(convert, tmp_path / "src", tmp_path)
+
     result = CliRunner().invoke(app, [
-        "convert", "nlvr2", "--src", str(tmp_path / "src"), "--out", str(tmp_path / "two"),
+        "convert", "nlvr2", "--src", str(tmp_path / "src"), "--out", str(tmp_path / "cli"),
         "--workers", "2", "--prompt-template", "{sentence} True or False?"])
     assert result.exit_code == 0, result.output
-    convert(tmp_path / "src", tmp_path / "three", NLVR2Options(prompt="{sentence} True or False?"),
-            run=RunOptions(workers=2, progress=False))
-    assert tree_bytes(tmp_path / "two") == tree_bytes(tmp_path / "three")
-    one, two = tree_bytes(tmp_path / "one"), tree_bytes(tmp_path / "two")
-    assert {key: value for key, value in one.items() if "images/" in key} == {
-        key: value for key, value in two.items() if "images/" in key}
-    first = records(tmp_path / "two" / "nlvr2_train.jsonl")[0]
+    convert(tmp_path / "src", tmp_path / "api", NLVR2Options(prompt="{sentence} True or False?"),
+            run=ONE)
+    assert tree_bytes(tmp_path / "cli") == tree_bytes(tmp_path / "api")
+    first = records(tmp_path / "cli" / "nlvr2_train.jsonl")[0]
     assert first.conversations[0].user == "The left image has 0 dogs. True or False?"
 
 
@@ -211,3 +212,16 @@ def test_resume_after_a_strict_failure_gives_the_same_output(tmp_path):
     assert resumed.to_dict() == fresh.to_dict()
     again = convert(tmp_path / "src", tmp_path / "out", run=ONE)  # finished: nothing to do
     assert again.to_dict() == fresh.to_dict()
+
+
+def test_resume_after_a_missing_image_appeared_is_refused_not_stale(tmp_path):
+    make_nlvr2_tree(tmp_path / "src", splits={"dev": 2})
+    image = tmp_path / "src" / "images" / "dev" / "dev-101-1-img0.png"
+    data = image.read_bytes()
+    image.unlink()
+    with pytest.raises(DataError, match=r"dev.json:3: missing-image"):
+        convert(tmp_path / "src", tmp_path / "out",
+                run=RunOptions(workers=1, strict=True, progress=False))
+    image.write_bytes(data)  # the user fixed the input: the journaled skip no longer holds
+    with pytest.raises(UsageError, match="the input files differ"):
+        convert(tmp_path / "src", tmp_path / "out", run=ONE)

@@ -40,42 +40,37 @@ counted as ``unlabeled`` in the manifest), never training targets.
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from phiv_data.convert.framework import (
-    ConvertReport,
-    Converted,
-    Plan,
-    RunOptions,
-    Skipped,
-    WorkItem,
-    run_conversion,
-)
-from phiv_data.convert.native_images import ImageSource, check_option, image_media
+from phiv_data.convert.framework import ConvertReport, Plan, RunOptions, run_conversion
+from phiv_data.convert.native_images import ImageSource
 from phiv_data.convert.native_io import (
     FileIndex,
-    NativeRow,
     ParquetCell,
     RowProblem,
-    check_template,
     clean_text,
-    parquet_split,
     read_json_items,
     read_parquet_rows,
-    resolve_image,
-    source_path,
+)
+from phiv_data.convert.native_plan import (
+    NativeDataset,
+    NativeOptions,
+    RowImages,
+    SplitSource,
+    build_native_plan,
+    order_splits,
+    row_image,
+    scan_sources,
 )
 from phiv_data.convert.prompts import DOCVQA_PROMPT
-from phiv_data.errors import DataError, UsageError, display_path
+from phiv_data.errors import DataError
 from phiv_data.schema import Record
 
 NAME = "docvqa"
-PROMPT_FIELDS = ("question",)
 SPLIT_ORDER = ("train", "val", "test")
 _ANNOTATION = re.compile(r"^(?P<split>[A-Za-z]+)_v\d+(?:\.\d+)*(?P<qt>_withQT)?\.json$")
 _SPLIT_NAMES = {"validation": "val"}
@@ -83,37 +78,14 @@ _META_KEYS = ("docId", "ucsf_document_id", "ucsf_document_page_no")
 
 
 @dataclass(frozen=True)
-class DocVQAOptions:
-    """What decides the output besides the input files.
-
-    Attributes:
-        prompt: the user text template, with the field ``{question}``.
-        link: hard-link page images instead of copying them (same bytes either way).
-        check: how images are checked before they are written: ``decode`` (every
-            pixel) or ``verify`` (PNG chunk checksums, faster; see ``native_io.CHECKS``).
-    """
+class DocVQAOptions(NativeOptions):
+    """DocVQA's options: ``prompt`` has the field ``{question}`` (see ``NativeOptions``)."""
 
     prompt: str = DOCVQA_PROMPT
-    link: bool = False
-    check: str = "decode"
 
 
 Options = DocVQAOptions
 """The options class under a common name (the CLI uses it)."""
-
-
-@dataclass
-class SplitSource:
-    """The files one split is read from."""
-
-    split: str
-    kind: str  # "official" or "parquet"
-    files: list[Path]
-    ignored: list[str] = field(default_factory=list)
-
-
-def _split_key(split: str) -> tuple[int, str]:
-    return (SPLIT_ORDER.index(split) if split in SPLIT_ORDER else len(SPLIT_ORDER), split)
 
 
 def find_sources(src: Path) -> list[SplitSource]:
@@ -122,42 +94,21 @@ def find_sources(src: Path) -> list[SplitSource]:
     Raises:
         UsageError: when ``src`` holds no DocVQA files, or both official and parquet files.
     """
-    if not src.is_dir():
-        raise UsageError(f"--src {display_path(src)}: not a directory",
-                         hint="point --src at the DocVQA folder as distributed")
-    official: dict[str, list[tuple[bool, Path]]] = {}
-    parquet: dict[str, list[Path]] = {}
-    for path in sorted(src.rglob("*")):
-        if any(part.startswith(".") for part in path.relative_to(src).parts):
-            continue
-        match = _ANNOTATION.match(path.name)
-        if match and path.is_file():
-            official.setdefault(match.group("split"), []).append((bool(match.group("qt")), path))
-        elif path.suffix == ".parquet" and path.is_file():
-            split = parquet_split(path)
-            parquet.setdefault(_SPLIT_NAMES.get(split, split), []).append(path)
-    if official and parquet:
-        raise UsageError(f"--src {display_path(src)} holds both official annotation files and "
-                         "parquet files", hint="point --src at one copy of the dataset")
+    official, parquet = scan_sources(
+        src, _ANNOTATION, title="DocVQA", expected="{train,val,test}_v1.0[_withQT].json",
+        split_names=_SPLIT_NAMES)
     sources: list[SplitSource] = []
-    for split, candidates in official.items():
+    for split, paths in official.items():
         # the _withQT file holds every field of the plain one plus question_types
-        candidates.sort(key=lambda candidate: (not candidate[0], str(candidate[1])))
-        (_, chosen), *rest = candidates
+        chosen, *rest = sorted(paths, key=lambda path: ("_withQT" not in path.name, str(path)))
         sources.append(SplitSource(split, "official", [chosen], [
             f"{path.relative_to(src).as_posix()} not read: "
-            f"{chosen.relative_to(src).as_posix()} has the same questions" for _, path in rest]))
-    for split, files in parquet.items():
-        sources.append(SplitSource(split, "parquet", sorted(files)))
-    if not sources:
-        raise UsageError(f"--src {display_path(src)}: no DocVQA annotation files "
-                         "({train,val,test}_v1.0[_withQT].json) or parquet files found",
-                         hint="point --src at the DocVQA folder as distributed")
-    return sorted(sources, key=lambda source: _split_key(source.split))
+            f"{chosen.relative_to(src).as_posix()} has the same questions" for path in rest]))
+    sources += [SplitSource(split, "parquet", paths) for split, paths in parquet.items()]
+    return order_splits(sources, SPLIT_ORDER)
 
 
-def iter_rows(source: SplitSource, src: Path, index: FileIndex
-              ) -> Iterator[tuple[NativeRow, ImageSource | None, RowProblem | None]]:
+def iter_rows(source: SplitSource, src: Path, index: FileIndex) -> Iterator[RowImages]:
     """Every item of a split, in file order, with its page (or why it has none).
 
     Official files: ``image`` relative to the annotation file's folder, else the file of
@@ -178,27 +129,21 @@ def iter_rows(source: SplitSource, src: Path, index: FileIndex
                 page = item.get("ucsf_document_id"), item.get("ucsf_document_page_no")
                 stem = f"{page[0]}_{page[1]}" if all(page) else f"q{item.get('questionId')}"
                 cell = ParquetCell(str(path), group, position, "image")
-                yield row, ImageSource(stem, "", f"{row.where}: image", cell=cell), None
+                yield RowImages(row, [ImageSource(stem, "", f"{row.where}: image", cell=cell)])
             continue
         _, rows = read_json_items(path, shown)
         for row in rows:
-            name = (row.data or {}).get("image")
-            if row.data is None:
-                yield row, None, None
-            elif not isinstance(name, str) or not name.strip():
-                yield row, None, RowProblem("image: missing or not a path")
-            else:
-                found = resolve_image(name, path.parent, index, near=path.parent)
-                if found is None:
-                    yield row, None, RowProblem(f"image {name!r}: not found next to {path.name} "
-                                                "nor by file name under --src", "missing-image")
-                else:
-                    yield row, ImageSource(found.stem, found.suffix, source_path(found, src),
-                                           path=str(found)), None
+            yield row_image(row, "image", path, src, index, near=path.parent)
 
 
-def _has_answers(item: Mapping[str, Any] | None) -> bool:
-    return bool(item and item.get("answers"))
+def _record(item: Mapping[str, Any], *, record_id: str, images: list[str], prompt: str
+            ) -> Record:
+    return docvqa_record(item, record_id=record_id, image=images[0], prompt=prompt)
+
+
+DATASET = NativeDataset(name=NAME, title="DocVQA", prompt_field="question", unit="questions",
+                        label_field="answers", find_sources=find_sources, iter_rows=iter_rows,
+                        record=_record)
 
 
 def build_plan(src: str | Path, options: DocVQAOptions = DocVQAOptions()) -> Plan:
@@ -208,50 +153,7 @@ def build_plan(src: str | Path, options: DocVQAOptions = DocVQAOptions()) -> Pla
         UsageError: no DocVQA files under ``src``, or a bad prompt template.
         DataError: an annotation file that cannot be read at all.
     """
-    check_template(options.prompt, PROMPT_FIELDS)
-    check_option(options.check)
-    src = Path(src).absolute()  # workers may run in another directory
-    index = FileIndex(src)
-    items: list[WorkItem] = []
-    notes: list[str] = []
-    for source in find_sources(src):
-        notes += source.ignored
-        count = unlabeled = 0
-        for row, image, problem in iter_rows(source, src, index):
-            if row.problem is not None:
-                problem = RowProblem(row.problem, "unparseable-row")
-            payload = {"id": f"{source.split}-{count:010d}", "row": row.data, "image": image,
-                       "problem": (problem.reason, problem.detail) if problem else None}
-            items.append(WorkItem(key=row.where, split=source.split, payload=payload,
-                                  where=row.where))
-            count += 1
-            unlabeled += row.data is not None and not _has_answers(row.data)
-        files = ", ".join(path.relative_to(src).as_posix() for path in source.files)
-        notes.append(f"{source.split}: {count} questions from {files}")
-        if unlabeled:
-            notes.append(f"{source.split}: {unlabeled} of {count} questions have no answers: "
-                         "written as unlabeled evaluation records (assistant null)")
-    return Plan(dataset=NAME, items=items,
-                process=functools.partial(process_item, prompt=options.prompt,
-                                          link=options.link, check=options.check),
-                options={"prompt": options.prompt, "check": options.check},
-                shard_names={item.split: f"{NAME}_{item.split}.jsonl" for item in items},
-                notes=notes, unit="questions")
-
-
-def process_item(item: WorkItem, *, prompt: str = DOCVQA_PROMPT, link: bool = False,
-                 check: str = "decode") -> Converted | Skipped:
-    """The framework's row function: check the page, build the record."""
-    payload = item.payload
-    if payload["problem"]:
-        return Skipped(*payload["problem"])
-    try:
-        media, note = image_media(payload["image"], item.split, link=link, check=check)
-        record = docvqa_record(payload["row"], record_id=payload["id"], image=media.path,
-                               prompt=prompt)
-    except RowProblem as problem:
-        return Skipped(problem.reason, problem.detail)
-    return Converted(record, [media], [note] if note else [])
+    return build_native_plan(DATASET, src, options)
 
 
 def convert(src: str | Path, out: str | Path, options: DocVQAOptions = DocVQAOptions(),
@@ -261,7 +163,7 @@ def convert(src: str | Path, out: str | Path, options: DocVQAOptions = DocVQAOpt
     Args:
         src: the dataset folder as distributed.
         out: output directory (new, empty, or an unfinished run of the same command).
-        options: prompt template and linking.
+        options: prompt template, linking, image check.
         run: workers, strictness, fan-out, progress.
 
     Returns:

@@ -37,39 +37,33 @@ test releases carry labels and convert as labelled data.
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from phiv_data.convert.framework import (
-    ConvertReport,
-    Converted,
-    Plan,
-    RunOptions,
-    Skipped,
-    WorkItem,
-    run_conversion,
-)
-from phiv_data.convert.native_images import ImageSource, check_option, image_media
+from phiv_data.convert.framework import ConvertReport, Plan, RunOptions, run_conversion
 from phiv_data.convert.native_io import (
     FileIndex,
-    NativeRow,
     RowProblem,
-    check_template,
     clean_text,
     read_json_lines,
-    resolve_image,
-    source_path,
+)
+from phiv_data.convert.native_plan import (
+    NativeDataset,
+    NativeOptions,
+    RowImages,
+    SplitSource,
+    build_native_plan,
+    order_splits,
+    row_image,
 )
 from phiv_data.convert.prompts import HATEFUL_MEMES_ANSWERS, HATEFUL_MEMES_PROMPT
 from phiv_data.errors import UsageError, display_path
 from phiv_data.schema import Record
 
 NAME = "hateful_memes"
-PROMPT_FIELDS = ("text",)
 SPLIT_ORDER = ("train", "dev_seen", "dev_unseen", "dev", "test_seen", "test_unseen", "test")
 IMAGE_FOLDER = "img"
 _ANNOTATION = re.compile(r"^(?:train|dev|test)(?:_(?:seen|unseen))?\.jsonl$")
@@ -77,31 +71,14 @@ SHARED_SPLITS = ("dev_seen", "dev_unseen")
 
 
 @dataclass(frozen=True)
-class HatefulMemesOptions:
-    """What decides the output besides the input files.
-
-    Attributes:
-        prompt: the user text template, with the field ``{text}``.
-        link: hard-link images instead of copying them (same bytes either way).
-        check: how images are checked before they are written: ``decode`` (every
-            pixel) or ``verify`` (PNG chunk checksums, faster; see ``native_io.CHECKS``).
-    """
+class HatefulMemesOptions(NativeOptions):
+    """Hateful Memes' options: ``prompt`` has the field ``{text}`` (see ``NativeOptions``)."""
 
     prompt: str = HATEFUL_MEMES_PROMPT
-    link: bool = False
-    check: str = "decode"
 
 
 Options = HatefulMemesOptions
 """The options class under a common name (the CLI uses it)."""
-
-
-@dataclass
-class SplitSource:
-    """The file one split is read from."""
-
-    split: str
-    files: list[Path]
 
 
 def find_sources(src: Path) -> list[SplitSource]:
@@ -110,98 +87,59 @@ def find_sources(src: Path) -> list[SplitSource]:
     Raises:
         UsageError: when there are none.
     """
-    if not src.is_dir():
-        raise UsageError(f"--src {display_path(src)}: not a directory",
-                         hint="point --src at the hateful_memes folder as distributed")
-    sources = [SplitSource(path.stem, [path]) for path in sorted(src.glob("*.jsonl"))
+    sources = [SplitSource(path.stem, "official", [path]) for path in sorted(src.glob("*.jsonl"))
                if _ANNOTATION.match(path.name) and path.is_file()]
     if not sources:
         raise UsageError(f"--src {display_path(src)}: no Hateful Memes files (train.jsonl, "
                          "dev_seen.jsonl, test_unseen.jsonl, ...) found",
                          hint="point --src at the hateful_memes folder as distributed")
-    return sorted(sources, key=lambda source: (
-        SPLIT_ORDER.index(source.split) if source.split in SPLIT_ORDER else len(SPLIT_ORDER),
-        source.split))
+    return order_splits(sources, SPLIT_ORDER)
 
 
-def iter_rows(source: SplitSource, src: Path, index: FileIndex
-              ) -> Iterator[tuple[NativeRow, ImageSource | None, RowProblem | None]]:
+def iter_rows(source: SplitSource, src: Path, index: FileIndex) -> Iterator[RowImages]:
     """Every line of a split's file, in order, with its image (or why it has none): ``img``
     next to the ``.jsonl`` file, else the file of that name anywhere under ``--src``."""
     for path in source.files:
         for row in read_json_lines(path, path.relative_to(src).as_posix()):
-            if row.data is None:
-                yield row, None, RowProblem(row.problem or "", "unparseable-row")
-                continue
-            image = row.data.get("img")
-            if not isinstance(image, str) or not image.strip():
-                yield row, None, RowProblem("img: missing or not a path")
-                continue
-            found = resolve_image(image, path.parent, index, near=src / IMAGE_FOLDER)
-            if found is None:
-                yield row, None, RowProblem(f"img {image!r}: not found next to {path.name} "
-                                            "nor by file name under --src", "missing-image")
-                continue
-            yield row, ImageSource(found.stem, found.suffix, source_path(found, src),
-                                   path=str(found)), None
+            yield row_image(row, "img", path, src, index, near=src / IMAGE_FOLDER)
 
 
 def build_plan(src: str | Path, options: HatefulMemesOptions = HatefulMemesOptions()) -> Plan:
-    """Every meme line under ``src`` as a work item, file by file, in line order.
+    """Every meme line under ``src`` as a work item, file by file, in line order, and a
+    note on the records ``dev_seen`` and ``dev_unseen`` share.
 
     Raises:
         UsageError: no Hateful Memes files under ``src``, or a bad prompt template.
     """
-    check_template(options.prompt, PROMPT_FIELDS)
-    check_option(options.check)
-    src = Path(src).absolute()  # workers may run in another directory
-    index = FileIndex(src)
-    items: list[WorkItem] = []
-    notes: list[str] = []
-    rows_by_split: dict[str, dict[str, Any]] = {}
-    for source in find_sources(src):
-        count = unlabeled = 0
-        by_id = rows_by_split.setdefault(source.split, {})
-        for row, image, problem in iter_rows(source, src, index):
-            payload = {"id": f"{source.split}-{count:010d}", "row": row.data, "image": image,
-                       "problem": (problem.reason, problem.detail) if problem else None}
-            items.append(WorkItem(key=row.where, split=source.split, payload=payload,
-                                  where=row.where))
-            count += 1
-            if row.data is not None:
-                unlabeled += row.data.get("label") is None
-                by_id.setdefault(str(row.data.get("id")), row.data)
-        notes.append(f"{source.split}: {count} memes from {source.files[0].name}")
-        if unlabeled:
-            notes.append(f"{source.split}: {unlabeled} of {count} rows have no label: written "
-                         "as unlabeled evaluation records (assistant null)")
+    plan = build_native_plan(DATASET, src, options)
+    rows_by_split: dict[str, dict[str, Mapping[str, Any]]] = {}
+    for item in plan.items:
+        if item.split in SHARED_SPLITS:
+            by_id, row = rows_by_split.setdefault(item.split, {}), item.payload["row"]
+            if row is not None:  # compared with the id as the string it stands for
+                meme = _comparable_id(row)
+                by_id.setdefault(meme, {**row, "id": meme})
     shared = shared_records(rows_by_split)
     if shared is not None:
-        listed = ", ".join(shared["ids"][:20]) + (", ..." if shared["count"] > 20 else "")
-        notes.append(f"dev_seen and dev_unseen share {shared['count']} records by id "
-                     f"({shared['identical']} identical, {len(shared['differing'])} differing"
-                     + (f": {listed}" if shared["count"] else "") + ")")
-    return Plan(dataset=NAME, items=items,
-                process=functools.partial(process_item, prompt=options.prompt,
-                                          link=options.link, check=options.check),
-                options={"prompt": options.prompt, "check": options.check},
-                shard_names={item.split: f"{NAME}_{item.split}.jsonl" for item in items},
-                notes=notes, unit="memes")
+        note = f"dev_seen and dev_unseen share {shared['count']} records by id"
+        if shared["count"]:
+            note += (f" ({shared['identical']} identical, {len(shared['differing'])} differing): "
+                     + _listed(shared["ids"]))
+        if shared["differing"]:
+            note += "; differing: " + _listed(shared["differing"])
+        plan.notes.append(note)
+    return plan
 
 
-def process_item(item: WorkItem, *, prompt: str = HATEFUL_MEMES_PROMPT, link: bool = False,
-                 check: str = "decode") -> Converted | Skipped:
-    """The framework's row function: check the meme image, build the record."""
-    payload = item.payload
-    if payload["problem"]:
-        return Skipped(*payload["problem"])
+def _listed(ids: list[str], most: int = 20) -> str:
+    return ", ".join(ids[:most]) + (f", ... ({len(ids) - most} more)" if len(ids) > most else "")
+
+
+def _comparable_id(row: Mapping[str, Any]) -> str:
     try:
-        media, note = image_media(payload["image"], IMAGE_FOLDER, link=link, check=check)
-        record = hateful_memes_record(payload["row"], record_id=payload["id"], image=media.path,
-                                      prompt=prompt)
-    except RowProblem as problem:
-        return Skipped(problem.reason, problem.detail)
-    return Converted(record, [media], [note] if note else [])
+        return meme_id(row)
+    except RowProblem:
+        return repr(row.get("id"))
 
 
 def convert(src: str | Path, out: str | Path,
@@ -212,7 +150,7 @@ def convert(src: str | Path, out: str | Path,
     Args:
         src: the dataset folder as distributed.
         out: output directory (new, empty, or an unfinished run of the same command).
-        options: prompt template and linking.
+        options: prompt template, linking, image check.
         run: workers, strictness, fan-out, progress.
 
     Returns:
@@ -245,23 +183,6 @@ def meme_id(row: Mapping[str, Any]) -> str:
             return stem
         return f"{value:05d}"
     raise RowProblem(f"id {value!r}: expected a zero-padded string such as \"08291\"")
-
-
-def image_of(row: Mapping[str, Any], annotation_file: Path, src: Path, index: FileIndex
-             ) -> ImageSource:
-    """The meme image: ``img`` next to the ``.jsonl`` file, else found by file name.
-
-    Raises:
-        RowProblem: when the row names no image or it is missing.
-    """
-    image = row.get("img")
-    if not isinstance(image, str) or not image.strip():
-        raise RowProblem("img: missing or not a path")
-    path = resolve_image(image, annotation_file.parent, index, near=src / IMAGE_FOLDER)
-    if path is None:
-        raise RowProblem(f"img {image!r}: not found next to {annotation_file.name} nor by "
-                         "file name under --src")
-    return ImageSource(stem=path.stem, suffix=path.suffix, shown=display_path(path), path=path)
 
 
 def parse_label(value: Any) -> int | None:
@@ -325,3 +246,13 @@ def shared_records(rows_by_split: Mapping[str, Mapping[str, Mapping[str, Any]]]
     differing = [key for key in common if rows_by_split[first][key] != rows_by_split[second][key]]
     return {"splits": list(SHARED_SPLITS), "count": len(common),
             "identical": len(common) - len(differing), "differing": differing, "ids": common}
+
+
+def _record(row: Mapping[str, Any], *, record_id: str, images: list[str], prompt: str
+            ) -> Record:
+    return hateful_memes_record(row, record_id=record_id, image=images[0], prompt=prompt)
+
+
+DATASET = NativeDataset(name=NAME, title="Hateful Memes", prompt_field="text", unit="memes",
+                        label_field="label", find_sources=find_sources, iter_rows=iter_rows,
+                        record=_record, image_folder=IMAGE_FOLDER)

@@ -207,13 +207,13 @@ class ParquetCell:
 
 def _parquet_file(path: Path, shown: str) -> Any:
     try:
-        import pyarrow.parquet as parquet
+        from pyarrow import parquet
     except ImportError:
         raise UsageError("reading parquet copies needs pyarrow",
                          hint='install it with `pip install "phiv[hf]"`') from None
     try:
         return parquet.ParquetFile(path)
-    except Exception as error:  # pyarrow raises several unrelated types for a bad file
+    except Exception as error:  # noqa: BLE001 - pyarrow raises unrelated types for a bad file
         raise DataError(f"{shown}: not a readable parquet file ({error})",
                         hint="download the file again") from None
 

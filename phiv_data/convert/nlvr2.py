@@ -41,41 +41,37 @@ A row without a label becomes an unlabeled evaluation record (``"assistant": nul
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from phiv_data.convert.framework import (
-    ConvertReport,
-    Converted,
-    Plan,
-    RunOptions,
-    Skipped,
-    WorkItem,
-    run_conversion,
-)
-from phiv_data.convert.native_images import ImageSource, check_option, image_media
+from phiv_data.convert.framework import ConvertReport, Plan, RunOptions, run_conversion
+from phiv_data.convert.native_images import ImageSource
 from phiv_data.convert.native_io import (
     FileIndex,
-    NativeRow,
     ParquetCell,
     RowProblem,
-    check_template,
     clean_text,
-    parquet_split,
     read_json_lines,
     read_parquet_rows,
     source_path,
+)
+from phiv_data.convert.native_plan import (
+    NativeDataset,
+    NativeOptions,
+    RowImages,
+    SplitSource,
+    build_native_plan,
+    order_splits,
+    scan_sources,
 )
 from phiv_data.convert.prompts import NLVR2_ANSWERS, NLVR2_PROMPT
 from phiv_data.errors import DataError, UsageError, display_path
 from phiv_data.schema import Record
 
 NAME = "nlvr2"
-PROMPT_FIELDS = ("sentence",)
 SPLIT_ORDER = ("train", "dev", "test1", "test2")
 _ANNOTATION = re.compile(r"^(?P<split>train|dev|test\d*)\.json$")
 _SPLIT_NAMES = {"validation": "dev"}
@@ -84,74 +80,34 @@ IMAGE_LIST_COLUMN = "images"
 
 
 @dataclass(frozen=True)
-class NLVR2Options:
-    """What decides the output besides the input files.
-
-    Attributes:
-        prompt: the user text template, with the field ``{sentence}``.
-        link: hard-link images instead of copying them (same bytes either way).
-        check: how images are checked before they are written: ``decode`` (every
-            pixel) or ``verify`` (PNG chunk checksums, faster; see ``native_io.CHECKS``).
-    """
+class NLVR2Options(NativeOptions):
+    """NLVR2's options: ``prompt`` has the field ``{sentence}`` (see ``NativeOptions``)."""
 
     prompt: str = NLVR2_PROMPT
-    link: bool = False
-    check: str = "decode"
 
 
 Options = NLVR2Options
 """The options class under a common name (the CLI uses it)."""
 
 
-@dataclass
-class SplitSource:
-    """The files one split is read from."""
-
-    split: str
-    kind: str  # "official" or "parquet"
-    files: list[Path]
-
-
-def _split_key(split: str) -> tuple[int, str]:
-    return (SPLIT_ORDER.index(split) if split in SPLIT_ORDER else len(SPLIT_ORDER), split)
-
-
 def find_sources(src: Path) -> list[SplitSource]:
-    """The splits under ``src``, in train, dev, test1, test2 order.
+    """The splits under ``src`` (not searching ``images/``), in train, dev, test1, test2
+    order.
 
     Raises:
         UsageError: when ``src`` holds no NLVR2 files, both kinds, or one split twice.
     """
-    if not src.is_dir():
-        raise UsageError(f"--src {display_path(src)}: not a directory",
-                         hint="point --src at the NLVR2 folder as distributed")
-    official: dict[str, list[Path]] = {}
-    parquet: dict[str, list[Path]] = {}
-    for path in sorted(src.rglob("*")):
-        relative = path.relative_to(src).parts
-        if any(part.startswith(".") for part in relative) or relative[0] == "images":
-            continue
-        match = _ANNOTATION.match(path.name)
-        if match and path.is_file():
-            official.setdefault(match.group("split"), []).append(path)
-        elif path.suffix == ".parquet" and path.is_file():
-            split = parquet_split(path)
-            parquet.setdefault(_SPLIT_NAMES.get(split, split), []).append(path)
-    if official and parquet:
-        raise UsageError(f"--src {display_path(src)} holds both JSON Lines and parquet files",
-                         hint="point --src at one copy of the dataset")
-    for split, files in official.items():
-        if len(files) > 1:
+    official, parquet = scan_sources(
+        src, _ANNOTATION, title="NLVR2", expected="{train,dev,test1,test2}.json",
+        split_names=_SPLIT_NAMES, skip_top=("images",))
+    for split, paths in official.items():
+        if len(paths) > 1:
             raise UsageError(f"--src {display_path(src)}: split {split!r} found twice: "
-                             + ", ".join(display_path(path) for path in files),
+                             + ", ".join(display_path(path) for path in paths),
                              hint="keep one copy of each annotation file")
-    sources = [SplitSource(split, "official", files) for split, files in official.items()]
-    sources += [SplitSource(split, "parquet", sorted(files)) for split, files in parquet.items()]
-    if not sources:
-        raise UsageError(f"--src {display_path(src)}: no NLVR2 annotation files "
-                         "({train,dev,test1,test2}.json) or parquet files found",
-                         hint="point --src at the NLVR2 folder as distributed")
-    return sorted(sources, key=lambda source: _split_key(source.split))
+    sources = [SplitSource(split, "official", paths) for split, paths in official.items()]
+    sources += [SplitSource(split, "parquet", paths) for split, paths in parquet.items()]
+    return order_splits(sources, SPLIT_ORDER)
 
 
 def pair_stem(identifier: Any) -> str:
@@ -193,8 +149,23 @@ def _find_pair_image(name: str, bucket: Any, split: str, annotation_file: Path, 
     return index.find(name, near=src / "images" / split)
 
 
-def iter_rows(source: SplitSource, src: Path, index: FileIndex
-              ) -> Iterator[tuple[NativeRow, list[ImageSource], RowProblem | None]]:
+def _parquet_rows(path: Path, shown: str) -> Iterator[RowImages]:
+    columns, rows = read_parquet_rows(path, shown)
+    left, right = image_columns(columns, shown)
+    for row, group, position in rows:
+        try:
+            stem = pair_stem((row.data or {}).get("identifier"))
+        except RowProblem as problem:
+            yield RowImages(row, problem=problem)
+            continue
+        cells = ([ParquetCell(str(path), group, position, left, item) for item in (0, 1)]
+                 if right is None else
+                 [ParquetCell(str(path), group, position, column) for column in (left, right)])
+        yield RowImages(row, [ImageSource(f"{stem}-img{side}", "", f"{row.where}: image {side}",
+                                          cell=cell) for side, cell in enumerate(cells)])
+
+
+def iter_rows(source: SplitSource, src: Path, index: FileIndex) -> Iterator[RowImages]:
     """Every row of a split, in file order, with its two images (or why it has none).
 
     Official files: ``images/<split>/[<directory>/]<pair>-img{0,1}.png`` under the
@@ -204,44 +175,33 @@ def iter_rows(source: SplitSource, src: Path, index: FileIndex
     for path in source.files:
         shown = path.relative_to(src).as_posix()
         if source.kind == "parquet":
-            columns, rows = read_parquet_rows(path, shown)
-            left, right = image_columns(columns, shown)
-            for row, group, position in rows:
-                try:
-                    stem = pair_stem((row.data or {}).get("identifier"))
-                except RowProblem as problem:
-                    yield row, [], problem
-                    continue
-                cells = ([ParquetCell(str(path), group, position, left, item) for item in (0, 1)]
-                         if right is None else
-                         [ParquetCell(str(path), group, position, column)
-                          for column in (left, right)])
-                yield row, [ImageSource(f"{stem}-img{side}", "", f"{row.where}: image {side}",
-                                        cell=cell) for side, cell in enumerate(cells)], None
+            yield from _parquet_rows(path, shown)
             continue
         for row in read_json_lines(path, shown):
             if row.data is None:
-                yield row, [], None
+                yield RowImages(row)
                 continue
             try:
                 stem = pair_stem(row.data.get("identifier"))
             except RowProblem as problem:
-                yield row, [], problem
+                yield RowImages(row, problem=problem)
                 continue
             bucket = row.data.get("directory")
-            images, missing = [], None
+            images: list[ImageSource] = []
             for side in (0, 1):
                 name = f"{stem}-img{side}.png"
                 found = _find_pair_image(name, bucket, source.split, path, src, index)
                 if found is None:
                     folder = f"images/{source.split}/" + (f"{bucket}/" if bucket is not None
                                                           else "")
-                    missing = RowProblem(f"image {name!r}: not in {folder} nor found by name "
-                                         "under --src", "missing-image")
+                    yield RowImages(row, problem=RowProblem(
+                        f"image {name!r}: not in {folder} nor found by name under --src",
+                        "missing-image"))
                     break
                 images.append(ImageSource(found.stem, found.suffix, source_path(found, src),
                                           path=str(found)))
-            yield row, images if missing is None else [], missing
+            else:
+                yield RowImages(row, images)
 
 
 def build_plan(src: str | Path, options: NLVR2Options = NLVR2Options()) -> Plan:
@@ -251,53 +211,7 @@ def build_plan(src: str | Path, options: NLVR2Options = NLVR2Options()) -> Plan:
         UsageError: no NLVR2 files under ``src``, or a bad prompt template.
         DataError: a parquet file without image columns.
     """
-    check_template(options.prompt, PROMPT_FIELDS)
-    check_option(options.check)
-    src = Path(src).absolute()  # workers may run in another directory
-    index = FileIndex(src)
-    items: list[WorkItem] = []
-    notes: list[str] = []
-    for source in find_sources(src):
-        count = unlabeled = 0
-        for row, images, problem in iter_rows(source, src, index):
-            if row.problem is not None:
-                problem = RowProblem(row.problem, "unparseable-row")
-            payload = {"id": f"{source.split}-{count:010d}", "row": row.data, "images": images,
-                       "problem": (problem.reason, problem.detail) if problem else None}
-            items.append(WorkItem(key=row.where, split=source.split, payload=payload,
-                                  where=row.where))
-            count += 1
-            unlabeled += row.data is not None and row.data.get("label") is None
-        files = ", ".join(path.relative_to(src).as_posix() for path in source.files)
-        notes.append(f"{source.split}: {count} sentences from {files}")
-        if unlabeled:
-            notes.append(f"{source.split}: {unlabeled} of {count} rows have no label: written "
-                         "as unlabeled evaluation records (assistant null)")
-    return Plan(dataset=NAME, items=items,
-                process=functools.partial(process_item, prompt=options.prompt,
-                                          link=options.link, check=options.check),
-                options={"prompt": options.prompt, "check": options.check},
-                shard_names={item.split: f"{NAME}_{item.split}.jsonl" for item in items},
-                notes=notes, unit="sentences")
-
-
-def process_item(item: WorkItem, *, prompt: str = NLVR2_PROMPT, link: bool = False,
-                 check: str = "decode") -> Converted | Skipped:
-    """The framework's row function: check both images, build the record."""
-    payload = item.payload
-    if payload["problem"]:
-        return Skipped(*payload["problem"])
-    try:
-        media, notes = [], []
-        for source in payload["images"]:
-            file, note = image_media(source, item.split, link=link, check=check)
-            media.append(file)
-            notes += [note] if note else []
-        record = nlvr2_record(payload["row"], record_id=payload["id"],
-                              images=[file.path for file in media], prompt=prompt)
-    except RowProblem as problem:
-        return Skipped(problem.reason, problem.detail)
-    return Converted(record, media, notes)
+    return build_native_plan(DATASET, src, options)
 
 
 def convert(src: str | Path, out: str | Path, options: NLVR2Options = NLVR2Options(),
@@ -307,7 +221,7 @@ def convert(src: str | Path, out: str | Path, options: NLVR2Options = NLVR2Optio
     Args:
         src: the dataset folder as distributed.
         out: output directory (new, empty, or an unfinished run of the same command).
-        options: prompt template and linking.
+        options: prompt template, linking, image check.
         run: workers, strictness, fan-out, progress.
 
     Returns:
@@ -360,3 +274,8 @@ def nlvr2_record(row: Mapping[str, Any], *, record_id: str, images: list[str],
     return Record(id=record_id, source=NAME,
                   conversations=[{"images": list(images), "user": user, "assistant": answer}],
                   meta={"identifier": row.get("identifier")})
+
+
+DATASET = NativeDataset(name=NAME, title="NLVR2", prompt_field="sentence", unit="sentences",
+                        label_field="label", find_sources=find_sources, iter_rows=iter_rows,
+                        record=nlvr2_record)
