@@ -160,17 +160,18 @@ def test_empty_text_and_custom_prompt(tmp_path):
 
 
 def test_output_validates_with_decoded_images(tmp_path):
-    from phiv_data.validate import ValidationOptions, validate_paths
-
     make_hateful_memes_tree(tmp_path / "src")
     convert(tmp_path / "src", tmp_path / "out", run=ONE)
-    report = validate_paths([tmp_path / "out"], ValidationOptions(check_images="decode",
-                                                                  workers=1))
-    assert report.ok, [str(issue) for issue in report.issues]
+    # exactly the command the README gives
+    result = CliRunner().invoke(app, ["validate", str(tmp_path / "out"), "--check-images",
+                                      "decode", "--workers", "1", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
     # kept on purpose: control characters in the meme text (a warning), the test_seen file
     # without labels, and the meme dev_seen and dev_unseen share
-    assert {issue.code for issue in report.issues} == {"W-TEXT-CONTROL", "I-UNLABELED",
-                                                       "W-LEAK-SHARED"}
+    assert {issue["code"] for issue in report["issues"]} == {"W-TEXT-CONTROL", "I-UNLABELED",
+                                                             "W-LEAK-SHARED"}
+    assert load_manifest(tmp_path / "out").shards[0].validation is not None  # recorded
 
 
 @pytest.mark.parametrize("name", ["DOCVQA_PROMPT", "NLVR2_PROMPT", "HATEFUL_MEMES_PROMPT"])
