@@ -180,7 +180,7 @@ def setup(config: TrainConfig, *, callbacks: list[Any] | None = None) -> Run:
         UsageError, ManifestError, DataError: before any model is loaded when the data or
             the options are wrong.
     """
-    from transformers import Trainer
+    from transformers import Trainer, set_seed
 
     from phiv_train.processing.collator import Phi3VCollator
     from phiv_train.processing.processor import Phi3VProcessor
@@ -213,6 +213,8 @@ def setup(config: TrainConfig, *, callbacks: list[Any] | None = None) -> Run:
     eval_index = RecordIndex(eval_sources, limit=config.max_eval_samples) if eval_sources else None
     eval_processor = Phi3VProcessor(processor.tokenizer, num_crops=num_crops)
 
+    # adapters are initialised randomly: seed first, so that a run is repeatable
+    set_seed(config.seed)
     device_map = {"": world.local_rank if on_gpu else "cpu"} if config.use_qlora else None
     model = prepare_model(load_model(config, attention=attention, device_map=device_map), config)
     trainer = Trainer(model=model, args=arguments, train_dataset=train_dataset,
