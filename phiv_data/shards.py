@@ -413,3 +413,63 @@ def verify_dataset(directory_or_file: str | Path, *, splits: Iterable[str] | Non
             hint="run " + " && ".join(f"`{command}`" for command in commands),
         )
     return directory, manifest
+
+
+PLACE_MODES = ("link", "copy", "move")
+
+
+def place_file(source: str | Path, target: str | Path, *, mode: str = "link",
+               temp_dir: str | Path | None = None, reuse_same_size: bool = False) -> None:
+    """Put ``source`` at ``target`` (a hard link, a copy or a move), replacing it atomically.
+
+    The file is first placed under a temporary name, then renamed, so ``target`` is never
+    seen half-copied. A ``target`` that already is ``source`` (the same inode) is left alone.
+
+    Args:
+        source: an existing file.
+        target: where it goes; missing parent directories are created.
+        mode: ``link`` hard-links (copying where linking fails, e.g. across filesystems),
+            ``copy`` copies, ``move`` renames ``source`` away.
+        temp_dir: where the temporary name lives (same filesystem as ``target``; a work
+            directory that a resumed run cleans up); default: ``target``'s directory.
+        reuse_same_size: also keep an existing ``target`` of ``source``'s size. For
+            resumable jobs, whose targets are only ever written whole by an earlier
+            (interrupted) run of the same job or by another item placing the same file.
+
+    Raises:
+        ValueError: an unknown ``mode``.
+        OSError: ``source`` is unreadable or ``target`` unwritable.
+    """
+    import shutil
+
+    if mode not in PLACE_MODES:
+        raise ValueError(f"mode must be one of {', '.join(PLACE_MODES)}, not {mode!r}")
+    source, target = Path(source), Path(target)
+    try:
+        existing = target.stat()
+    except FileNotFoundError:
+        pass
+    else:
+        if os.path.samefile(source, target) or (
+                reuse_same_size and existing.st_size == source.stat().st_size):
+            return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if mode == "move":
+        os.replace(source, target)
+        return
+    fd, temp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=TEMP_SUFFIX,
+                                     dir=temp_dir or target.parent)
+    os.close(fd)
+    temp = Path(temp_name)
+    try:
+        temp.unlink()  # os.link needs a free name; mkstemp only reserved a unique one
+        try:
+            if mode == "copy":
+                raise OSError("copy requested")
+            os.link(source, temp)
+        except OSError:
+            shutil.copyfile(source, temp)
+        os.replace(temp, target)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise

@@ -258,3 +258,27 @@ def test_progress_lines_in_a_log() -> None:
     silent.update(4)
     silent.close()
     assert quiet.getvalue() == ""
+
+
+def test_place_file_links_copies_moves_and_reuses(tmp_path: Path) -> None:
+    from phiv_data.shards import place_file
+
+    source = tmp_path / "source.bin"
+    source.write_bytes(b"page" * 10)
+    place_file(source, tmp_path / "out" / "linked.bin")
+    assert os.path.samefile(source, tmp_path / "out" / "linked.bin")
+    place_file(source, tmp_path / "out" / "copied.bin", mode="copy")
+    copied = tmp_path / "out" / "copied.bin"
+    assert copied.read_bytes() == source.read_bytes() and not os.path.samefile(source, copied)
+    copied.write_bytes(b"x" * 40)  # same size, other bytes
+    place_file(source, copied, mode="copy", reuse_same_size=True)
+    assert copied.read_bytes() == b"x" * 40  # an earlier run's file is kept
+    place_file(source, copied, mode="copy")
+    assert copied.read_bytes() == source.read_bytes()  # replaced otherwise
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    place_file(source, tmp_path / "moved" / "m.bin", mode="move", temp_dir=temp)
+    assert not source.exists() and (tmp_path / "moved" / "m.bin").read_bytes() == b"page" * 10
+    assert sorted(path.name for path in tmp_path.rglob("*.tmp")) == []
+    with pytest.raises(ValueError, match="mode must be one of"):
+        place_file(copied, tmp_path / "z", mode="symlink")

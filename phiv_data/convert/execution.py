@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import shutil
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -25,6 +24,7 @@ from pydantic import ValidationError
 
 from phiv_data.errors import DataError, PhivError
 from phiv_data.schema import Record
+from phiv_data.shards import place_file
 
 if TYPE_CHECKING:
     from phiv_data.convert.framework import MediaFile, Plan, WorkItem
@@ -57,31 +57,20 @@ class MediaWriter:
         if destination.parent not in self._made:
             destination.parent.mkdir(parents=True, exist_ok=True)
             self._made.add(destination.parent)
-        self._counter += 1
-        temporary = self.tmp / f"{os.getpid()}.{self._counter}.tmp"
         if (media.data is None) == (media.source is None):
             raise DataError(f"media {media.path!r}: set exactly one of data and source")
         if media.source is not None:
-            source = Path(media.source)
-            size = source.stat().st_size
-            try:
-                if destination.stat().st_size == size:
-                    return size  # written by an earlier item (a shared page) or run
-            except FileNotFoundError:
-                pass
-            try:
-                if not media.link:
-                    raise OSError("copy requested")
-                os.link(source, temporary)
-            except OSError:
-                shutil.copyfile(source, temporary)
-        else:
-            assert media.data is not None
-            size = len(media.data)
-            with open(temporary, "wb") as handle:
-                handle.write(media.data)
+            # reuse_same_size: written by an earlier item (a shared page) or run
+            place_file(media.source, destination, mode="link" if media.link else "copy",
+                       temp_dir=self.tmp, reuse_same_size=True)
+            return Path(media.source).stat().st_size
+        assert media.data is not None
+        self._counter += 1
+        temporary = self.tmp / f"{os.getpid()}.{self._counter}.tmp"
+        with open(temporary, "wb") as handle:
+            handle.write(media.data)
         os.replace(temporary, destination)
-        return size
+        return len(media.data)
 
 
 def _error_reason(error: PhivError) -> str:

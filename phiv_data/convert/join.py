@@ -25,7 +25,7 @@ from phiv_data.convert import workdir
 from phiv_data.convert.framework import IMAGES_DIR, ConvertReport
 from phiv_data.errors import ManifestError, UsageError, display_path
 from phiv_data.manifest import MANIFEST_NAME, Manifest, Shard
-from phiv_data.shards import atomic_write, load_manifest, save_manifest
+from phiv_data.shards import atomic_write, load_manifest, place_file, save_manifest
 
 JOIN_MODES = ("link", "copy", "move")
 
@@ -57,26 +57,6 @@ def _load_parts(parts: Sequence[Path]) -> list[tuple[Path, Manifest]]:
         raise UsageError(f"need each of the {count} parts exactly once: "
                          f"missing {missing}, repeated {repeated}")
     return sorted(loaded, key=lambda pair: pair[1].producer["part"]["index"])  # type: ignore[index]
-
-
-def _place(source: Path, destination: Path, mode: str, tmp: Path) -> None:
-    try:
-        if destination.stat().st_size == source.stat().st_size:
-            return  # placed by an earlier, killed join or by another part (a shared page)
-    except FileNotFoundError:
-        pass
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    if mode == "move":
-        os.replace(source, destination)
-        return
-    temporary = tmp / f"{os.getpid()}.{destination.name}.tmp"
-    try:
-        if mode != "link":
-            raise OSError("copy requested")
-        os.link(source, temporary)
-    except OSError:
-        shutil.copyfile(source, temporary)
-    os.replace(temporary, destination)
 
 
 def _merge_shard(split: str, name: str, part_shards: list[tuple[Path, Shard]], out: Path) -> Shard:
@@ -143,7 +123,10 @@ def join_parts(parts: Sequence[str | Path], out: str | Path, *, mode: str = "lin
             dirs.sort()
             for name in sorted(files):
                 source = Path(root) / name
-                _place(source, out / IMAGES_DIR / source.relative_to(images), mode, work / "tmp")
+                # reuse_same_size: placed by an earlier, killed join or by another part
+                # (a shared page)
+                place_file(source, out / IMAGES_DIR / source.relative_to(images), mode=mode,
+                           temp_dir=work / "tmp", reuse_same_size=True)
 
     shard_names: dict[str, str] = first["shard_names"]
     report = ConvertReport(dataset=first["converter"], out=out)

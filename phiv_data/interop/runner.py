@@ -9,9 +9,6 @@ writes through the atomic writers.
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -36,6 +33,7 @@ from phiv_data.shards import (
     iter_lines,
     load_manifest,
     parse_record,
+    place_file,
     relative_posix,
     save_manifest,
 )
@@ -84,30 +82,8 @@ class PlacedImages:
             return path, [RowWarning("missing-image",
                                      f"image {path!r} not found under {display_path(self.root)}")]
         if self.mode != "none" and not self.same_folder:
-            place_file(source, self.out / path, link=self.mode == "link")
+            place_file(source, self.out / path, mode=self.mode)
         return path, []
-
-
-def place_file(source: Path, target: Path, *, link: bool) -> None:
-    """Make ``target`` a hard link to (or a copy of) ``source``, replacing it atomically."""
-    if target.exists() and os.path.samefile(source, target):
-        return
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    temp = Path(temp_name)
-    try:
-        temp.unlink()
-        try:
-            if not link:
-                raise OSError("copy requested")
-            os.link(source, temp)
-        except OSError:
-            shutil.copyfile(source, temp)
-        os.replace(temp, target)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
 
 
 def _reject(report: InteropReport, rejected: RejectedRows, line: int | None,
