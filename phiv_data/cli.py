@@ -11,14 +11,16 @@ import contextvars
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import click
 import typer
 from typer.core import TyperGroup
 
 from phiv_data.convert import prompts
 from phiv_data.errors import PhivError
+
+if TYPE_CHECKING:  # recent typer vendors click, so click may not be installed
+    import click
 
 
 _INVOKED_ARGV: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(

@@ -33,6 +33,11 @@ def test_demo_converts_validates_and_says_where(tmp_path: Path) -> None:
     directory, manifest = verify_dataset(dataset)  # the trainer's gate: validated, unchanged
     assert [shard.split for shard in manifest.shards] == ["train", "val", "test"]
     assert all(shard.validation and shard.validation.passed for shard in manifest.shards)
+    from phiv_train.data import RecordIndex, resolve_sources  # what phiv-train --data reads
+
+    index = RecordIndex(resolve_sources([dataset], split="train"))
+    record, source, _ = index.read(0)
+    assert len(index) == 9 and (source.images_root / record.images[0]).is_file()
     train = [record for _, record in read_records(dataset / "ucf101_train.jsonl")]
     assert len(train) == 9 and len(train[0].images) == 8
     assert {record.conversations[0].assistant for record in train} == set(DEMO_CLASSES)
