@@ -17,7 +17,13 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 from phiv_data.errors import PhivError, UsageError
-from phiv_train.config import LAUNCHER_FIELDS, RECIPE_ALIASES, TrainConfig, build_config, load_config_file
+from phiv_train.config import (
+    LAUNCHER_FIELDS,
+    RECIPE_ALIASES,
+    TrainConfig,
+    build_config,
+    load_config_file,
+)
 
 SECTIONS: dict[str, tuple[str, ...]] = {
     "data": ("data", "eval_data", "max_train_samples", "max_eval_samples", "full_train",
@@ -51,7 +57,7 @@ Fine-tune Phi-3.5-vision on validated phiv shards (full, frozen vision, LoRA, QL
 """
 
 
-class _Parser(argparse.ArgumentParser):
+class OneLineParser(argparse.ArgumentParser):
     """argparse that raises ``UsageError`` (one line, exit 2) instead of printing usage."""
 
     def error(self, message: str) -> typing.NoReturn:
@@ -97,7 +103,7 @@ def option_strings(name: str) -> list[str]:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``phiv-train`` argument parser, one flag per ``TrainConfig`` field."""
-    parser = _Parser(prog="phiv-train", description=DESCRIPTION, allow_abbrev=False,
+    parser = OneLineParser(prog="phiv-train", description=DESCRIPTION, allow_abbrev=False,
                      usage="phiv-train [plan] [--config FILE] [options]",
                      formatter_class=argparse.RawDescriptionHelpFormatter,
                      argument_default=argparse.SUPPRESS)

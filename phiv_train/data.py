@@ -326,7 +326,7 @@ def scan_lengths(index: RecordIndex, processor: Any, *, max_length: int | None,
             keep.append(position)
         else:
             too_long.append({"id": record.id, "shard": source.shown, "line": line,
-                             "tokens": int(len(ids))})
+                             "tokens": len(ids)})
     if too_long and policy == "error":
         shown = ", ".join(f"{item['shard']}:{item['line']} ({item['id']}, {item['tokens']} tokens)"
                           for item in too_long[:5])

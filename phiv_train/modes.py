@@ -19,6 +19,7 @@ import importlib.util
 import logging
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -80,19 +81,43 @@ def resolve_attention(config: TrainConfig, *, on_gpu: bool) -> str:
     return "sdpa"
 
 
+def resolve_checkpoint(model: str) -> Path:
+    """The local checkpoint directory ``--model`` names.
+
+    A directory holding ``config.json`` is used as it is. Anything else of the form
+    ``org/name`` is taken for a hub id and downloaded (weights, configuration and tokenizer
+    files only) where a hub is reachable.
+
+    Raises:
+        UsageError: not a checkpoint directory, the hub is offline, or the download failed.
+    """
+    path = Path(model).expanduser()
+    if (path / "config.json").is_file():
+        return path
+    hint = "download the checkpoint first and pass its directory"
+    if path.exists() or model.startswith((".", "/", "~")) or model.count("/") != 1:
+        raise UsageError(f"--model {model}: not a checkpoint directory (no config.json)", hint=hint)
+    from huggingface_hub import constants, snapshot_download
+
+    if constants.HF_HUB_OFFLINE:
+        raise UsageError(f"--model {model}: no such directory, and the hub is offline "
+                         "(HF_HUB_OFFLINE is set)", hint=hint)
+    try:
+        return Path(snapshot_download(model, allow_patterns=["*.json", "*.safetensors", "*.model"]))
+    except Exception as error:  # noqa: BLE001 - network, unknown repository, authentication
+        raise UsageError(f"--model {model}: cannot download it from the hub "
+                         f"({type(error).__name__}: {error})", hint=hint) from None
+
+
 def load_model(config: TrainConfig, *, attention: str, device_map: object = None) -> nn.Module:
     """Load the base checkpoint in the run's precision (4-bit for QLoRA).
 
     Raises:
-        UsageError: ``--model`` is not a local checkpoint directory.
+        UsageError: ``--model`` is not a checkpoint directory (nor a reachable hub id).
     """
-    from pathlib import Path
-
     from phiv_train.model import Phi3VForCausalLM
 
-    if not (Path(config.model) / "config.json").is_file():
-        raise UsageError(f"--model {config.model}: not a local checkpoint directory (config.json)",
-                         hint="download the checkpoint first and pass its directory")
+    checkpoint = resolve_checkpoint(config.model)
     precision = resolve_precision(config)
     kwargs: dict[str, object] = {"dtype": precision.weights, "attn_implementation": attention}
     if config.use_qlora:
@@ -104,7 +129,7 @@ def load_model(config: TrainConfig, *, attention: str, device_map: object = None
         kwargs["dtype"] = precision.compute if precision.name != "fp32" else torch.float32
     if device_map is not None:
         kwargs["device_map"] = device_map
-    return Phi3VForCausalLM.from_pretrained(config.model, **kwargs)
+    return Phi3VForCausalLM.from_pretrained(checkpoint, **kwargs)
 
 
 def _image_embedding(model: nn.Module) -> nn.Module:
@@ -152,11 +177,7 @@ def lora_target_modules(model: nn.Module, config: TrainConfig) -> list[str]:
                 names.append(name)
             continue
         if name == "lm_head" or (name.startswith("model.layers.")
-                                 and name.endswith(DECODER_LORA_TARGETS)):
-            names.append(name)
-        elif train_vision and clip_layer and name.endswith(VISION_LORA_TARGETS):
-            names.append(name)
-        elif (train_vision and not config.freeze_projector
+                                 and name.endswith(DECODER_LORA_TARGETS)) or train_vision and clip_layer and name.endswith(VISION_LORA_TARGETS) or (train_vision and not config.freeze_projector
               and name.endswith(("img_projection.0", "img_projection.2"))):
             names.append(name)
     if not names:

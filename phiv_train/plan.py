@@ -24,7 +24,6 @@ shows every measured figure next to its estimate; ``tests/test_plan.py`` keeps t
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 from collections.abc import Sequence
@@ -354,7 +353,9 @@ def command_line(setup: GpuSetup, estimate: Estimate) -> str:
 
 def plan_main(argv: Sequence[str]) -> int:
     """``phiv-train plan``: print the memory table and the recommendation."""
-    parser = argparse.ArgumentParser(prog="phiv-train plan", description=(
+    from phiv_train.cli import OneLineParser
+
+    parser = OneLineParser(prog="phiv-train plan", description=(
         "Estimate per-GPU memory of each training mode and recommend one, following the "
         "recipe's hardware guidance."))
     parser.add_argument("--gpus", help="GPUs per node as COUNTxMODEL[-MEMORYGB], e.g. "

@@ -38,7 +38,14 @@ from phiv_train.data import (
     scan_lengths,
 )
 from phiv_train.ds_config import resolve_deepspeed, zero_stage
-from phiv_train.modes import load_model, prepare_model, resolve_attention, resolve_precision, trainable_summary
+from phiv_train.modes import (
+    load_model,
+    prepare_model,
+    resolve_attention,
+    resolve_checkpoint,
+    resolve_precision,
+    trainable_summary,
+)
 
 logger = logging.getLogger("phiv_train")
 
@@ -54,8 +61,8 @@ class World:
     @classmethod
     def from_environment(cls) -> World:
         """Read ``RANK``, ``LOCAL_RANK`` and ``WORLD_SIZE`` (1 process when unset)."""
-        return cls(int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0)),
-                   int(os.environ.get("WORLD_SIZE", 1)))
+        return cls(int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0")),
+                   int(os.environ.get("WORLD_SIZE", "1")))
 
     @property
     def is_main(self) -> bool:
@@ -78,6 +85,7 @@ class Run:
     eval_index: RecordIndex | None
     deepspeed: dict[str, Any] | None
     summary: dict[str, Any] = field(default_factory=dict)
+    resume_from: str | None = None  # the checkpoint --resume names (None: a fresh start)
 
 
 def gradient_accumulation(config: TrainConfig, world_size: int) -> int:
@@ -190,6 +198,9 @@ def setup(config: TrainConfig, *, callbacks: list[Any] | None = None) -> Run:
     world = World.from_environment()
     on_gpu = torch.cuda.is_available() and not config.use_cpu
     train_sources = _training_sources(config)
+    # every mistake a user can make is found before any weights are read
+    resume_from = resume_checkpoint(config)
+    config = config.model_copy(update={"model": str(resolve_checkpoint(config.model))})
     eval_sources = _evaluation_sources(config)
     accumulation = gradient_accumulation(config, world.size)
     num_crops = config.num_crops or default_num_crops(train_sources)
@@ -220,7 +231,7 @@ def setup(config: TrainConfig, *, callbacks: list[Any] | None = None) -> Run:
     trainer = Trainer(model=model, args=arguments, train_dataset=train_dataset,
                       data_collator=Phi3VCollator(padding_side="right"), callbacks=callbacks)
     run = Run(config, output_dir, world, on_gpu, eval_processor, model, trainer, train_index,
-              eval_index, deepspeed)
+              eval_index, deepspeed, resume_from=resume_from)
     run.summary = {
         "mode": config.mode, "precision": resolve_precision(config).name, "attention": attention,
         "num_crops": num_crops, "world_size": world.size, "gradient_accumulation": accumulation,
@@ -289,7 +300,7 @@ def resume_checkpoint(config: TrainConfig) -> str | None:
 
 def train(run: Run) -> dict[str, Any]:
     """Train (resuming when asked), save the final model, and record the summary."""
-    checkpoint = resume_checkpoint(run.config)
+    checkpoint = run.resume_from
     result = run.trainer.train(resume_from_checkpoint=checkpoint)
     run.trainer.save_model(str(run.output_dir))
     history = run.trainer.state.log_history
@@ -330,7 +341,13 @@ def evaluate(run: Run, stage: str) -> dict[str, Any] | None:
     Returns:
         The report (on every rank), or None without evaluation data.
     """
-    from phiv_train.evaluate import choose_metric, gather_answers, generate_answers, score_answers, write_report
+    from phiv_train.evaluate import (
+        choose_metric,
+        gather_answers,
+        generate_answers,
+        score_answers,
+        write_report,
+    )
 
     if run.eval_index is None or len(run.eval_index) == 0:
         return None

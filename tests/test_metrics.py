@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from phiv_train.metrics import anls, exact_match, mean_score, normalize_answer, normalized_levenshtein
+from phiv_train.metrics import (
+    anls,
+    exact_match,
+    mean_score,
+    normalize_answer,
+    normalized_levenshtein,
+)
 
 
 @pytest.mark.parametrize(("prediction", "answer", "expected"), [

@@ -27,7 +27,7 @@ import json
 import pytest
 
 from phiv_data.errors import UsageError
-from phiv_train.cli import run_cli
+from phiv_train.cli import main, run_cli
 from phiv_train.plan import (
     TIGHT_FACTOR,
     ModelShape,
@@ -117,3 +117,16 @@ def test_plan_command(capsys):
     assert report["recommended"] == "lora" and len(report["estimates"]) == 4
     assert run_cli(["plan", "--compare-recipe"]) == 0
     assert "32xA100-80GB" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("arguments", "message"), [
+    (["--gpus", "lots"], "expected COUNTxMODEL"),
+    (["--bogus"], "unrecognized arguments: --bogus"),
+    (["--nodes", "two"], "--nodes"),
+])
+def test_plan_mistakes_are_one_line_errors(arguments, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["plan", *arguments])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert message in error and error.count("\n") == 1 and "Traceback" not in error

@@ -6,13 +6,19 @@ import pickle
 
 import numpy as np
 import pytest
+from fixtures_train import colour_dataset, colour_record, write_dataset
 from torch.utils.data import DataLoader
 
-from fixtures_train import colour_dataset, colour_record, write_dataset
 from phiv_data.errors import DataError, ManifestError, UsageError
 from phiv_train.cli import main
 from phiv_train.config import TrainConfig
-from phiv_train.data import RecordDataset, RecordIndex, refuse_unlabeled, resolve_sources, scan_lengths
+from phiv_train.data import (
+    RecordDataset,
+    RecordIndex,
+    refuse_unlabeled,
+    resolve_sources,
+    scan_lengths,
+)
 from phiv_train.model.tiny import write_tiny_checkpoint
 from phiv_train.processing.processor import Phi3VProcessor
 from phiv_train.recipe import _evaluation_sources, _training_sources, default_num_crops

@@ -8,10 +8,10 @@ import json
 import pytest
 import torch
 from bitsandbytes.functional import dequantize_4bit
+from fixtures_train import base_arguments, colour_dataset, write_dataset
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 
-from fixtures_train import base_arguments, colour_dataset, write_dataset
 from phiv_train.cli import parse_train_args
 from phiv_train.model import Phi3VForCausalLM
 from phiv_train.model.tiny import write_tiny_checkpoint

@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from fixtures_train import base_arguments, colour_dataset
 from transformers import TrainerCallback
 
-from fixtures_train import base_arguments, colour_dataset
 from phiv_data.errors import UsageError
 from phiv_train.cli import parse_train_args
 from phiv_train.model.tiny import write_tiny_checkpoint

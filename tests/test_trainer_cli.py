@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 
@@ -13,6 +14,7 @@ from phiv_train.cli import SECTIONS, build_parser, main, parse_train_args
 from phiv_train.config import TrainConfig
 from phiv_train.ds_config import resolve_deepspeed, zero_config
 from phiv_train.launch import strip_launcher_arguments, torchrun_command
+from phiv_train.modes import resolve_attention, resolve_checkpoint
 from phiv_train.recipe import gradient_accumulation
 
 
@@ -152,3 +154,35 @@ def test_deepspeed_configs():
 def test_parser_is_generated_from_the_config():
     options = {action.dest for action in build_parser()._actions}
     assert set(TrainConfig.model_fields) <= options
+
+
+def test_flash_attention_falls_back_to_sdpa_with_a_message(caplog):
+    config = TrainConfig(use_flash_attention=True, bf16=True)
+    with caplog.at_level(logging.WARNING, logger="phiv_train"):
+        assert resolve_attention(config, on_gpu=False) == "sdpa"
+    assert "flash-attention 2 cannot run here (no CUDA GPU is in use): using SDPA" in caplog.text
+    assert resolve_attention(TrainConfig(), on_gpu=False) == "sdpa"
+    assert resolve_attention(TrainConfig(attention="eager"), on_gpu=True) == "eager"
+    # fp16 with flash-attention is refused however it is asked for (the recipe's limitation)
+    with pytest.raises(UsageError, match="^flash-attention does not run with fp16"):
+        parse_train_args(["--fp16", "--attention", "flash_attention_2"])
+    sneaked = TrainConfig.model_construct(fp16=True, use_flash_attention=True, attention=None)
+    with pytest.raises(UsageError, match="flash-attention does not run with fp16"):
+        resolve_attention(sneaked, on_gpu=True)
+
+
+def test_model_that_is_not_a_checkpoint_is_a_one_line_error(tmp_path, capsys):
+    with pytest.raises(UsageError, match=r"--model .*empty: not a checkpoint directory"):
+        resolve_checkpoint(str(tmp_path / "empty"))
+    # a hub id is only tried where a hub is reachable (the tests run offline)
+    with pytest.raises(UsageError, match="microsoft/Phi-3.5-vision-instruct: no such directory, "
+                                         "and the hub is offline"):
+        resolve_checkpoint("microsoft/Phi-3.5-vision-instruct")
+    (tmp_path / "tiny").mkdir()
+    (tmp_path / "tiny" / "config.json").write_text("{}")
+    assert resolve_checkpoint(str(tmp_path / "tiny")) == tmp_path / "tiny"
+
+
+def test_local_rank_from_the_deepspeed_launcher():
+    for spelling in (["--local_rank=1"], ["--local-rank", "1"], ["--local_rank", "1"]):
+        assert parse_train_args(["--data", "d", *spelling])[0].local_rank == 1
