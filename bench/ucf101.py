@@ -23,7 +23,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import platform
@@ -40,9 +39,9 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from phiv_data.convert import ucf101  # noqa: E402
-from phiv_data.convert.framework import RunOptions, usable_cores  # noqa: E402
-from phiv_data.demo import write_synthetic_clip  # noqa: E402
+from phiv_data.convert import ucf101
+from phiv_data.convert.framework import RunOptions, usable_cores
+from phiv_data.demo import write_synthetic_clip
 
 CLASSES = ("ApplyEyeMakeup", "BabyCrawling", "Basketball", "BenchPress")
 

@@ -30,7 +30,7 @@ def test_demo_converts_validates_and_says_where(tmp_path: Path) -> None:
     text = "\n".join(lines)
     assert "validate --check-images decode: passed" in text and "0 errors" in text
     assert f"result: {dataset} (ucf101_{{train,val,test}}.jsonl" in text
-    directory, manifest = verify_dataset(dataset)  # the trainer's gate: validated, unchanged
+    _, manifest = verify_dataset(dataset)  # the trainer's gate: validated, unchanged
     assert [shard.split for shard in manifest.shards] == ["train", "val", "test"]
     assert all(shard.validation and shard.validation.passed for shard in manifest.shards)
     from phiv_train.data import RecordIndex, resolve_sources  # what phiv-train --data reads

@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
 import orjson
 import pytest
 from PIL import Image
-
-from phiv_data.convert import ucf101
-from phiv_data.convert.framework import RunOptions
-from phiv_data.convert.ucf101_layout import find_videos, group_of
-from phiv_data.errors import DataError, UsageError
-from phiv_data.shards import load_manifest, read_records
-from phiv_data.validate import ValidationOptions, validate_paths
 from video_factory import (
     frame_index,
     make_garbage,
@@ -25,6 +17,13 @@ from video_factory import (
     make_video,
     set_avi_frame_count,
 )
+
+from phiv_data.convert import ucf101
+from phiv_data.convert.framework import RunOptions
+from phiv_data.convert.ucf101_layout import find_videos, group_of
+from phiv_data.errors import DataError, UsageError
+from phiv_data.shards import load_manifest, read_records
+from phiv_data.validate import ValidationOptions, validate_paths
 
 ONE = RunOptions(workers=1, progress=False)
 

@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 from PIL import Image
 from typer.testing import CliRunner
+from video_factory import make_subset_tree
 
 from phiv_data.cli import app
 from phiv_data.convert.workdir import WORK_DIR
 from phiv_data.demo import write_synthetic_clip
 from phiv_data.shards import load_manifest
-from video_factory import make_subset_tree
 
 runner = CliRunner()
 
@@ -124,7 +124,7 @@ def test_sigkill_at_any_moment_then_rerun_gives_identical_bytes(tmp_path: Path) 
         assert _all_visible_images_decode(out) >= 16  # never a partial JPEG
 
     finished = subprocess.run([*command, "--out", str(out), "--workers", "2"],
-                              capture_output=True, text=True)
+                              capture_output=True, text=True, check=False)
     assert finished.returncode == 0, finished.stderr
     assert not (out / WORK_DIR).exists()  # temporaries and journal cleaned up
     assert tree_bytes(out) == tree_bytes(reference)

@@ -10,17 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-
-from phiv_data.errors import UsageError
-from phiv_data.media import video_readers
-from phiv_data.media.video import (
-    BACKENDS,
-    VideoError,
-    encode_jpeg,
-    resolve_backend,
-    sample_indices,
-    sample_video,
-)
 from video_factory import (
     frame_index,
     make_garbage,
@@ -28,6 +17,19 @@ from video_factory import (
     make_video,
     set_avi_frame_count,
 )
+
+from phiv_data.errors import UsageError
+from phiv_data.media import video_readers
+from phiv_data.media.video import (
+    BACKENDS,
+    SAMPLING_METHODS,
+    VideoError,
+    encode_jpeg,
+    resolve_backend,
+    sample_indices,
+    sample_video,
+)
+
 
 def _available() -> list[str]:
     found = []
@@ -109,6 +111,42 @@ def test_the_video_extra_installs_every_backend() -> None:
     expected = ["pyav", "opencv"] + (["decord"] if platform.machine() == "x86_64"
                                      and sys.version_info < (3, 13) else [])
     assert AVAILABLE[:len(expected)] == expected
+
+
+@pytest.mark.parametrize(("codec", "skips"), [("h264", True), ("mjpeg", True), ("xvid", False)])
+def test_pyav_skips_to_clean_keyframes_only_where_exact(tmp_path: Path, codec: str,
+                                                        skips: bool) -> None:
+    # keyframe every 5 frames; H.264 with B-frames (bframes=2 in the factory)
+    path = make_video(tmp_path / f"gop5.{'mp4' if codec == 'h264' else 'avi'}", 97,
+                      codec=codec, keyframe_interval=5, audio=False)
+    for method in SAMPLING_METHODS:
+        wanted = sorted(set(sample_indices(97, 8, method)))
+        video = video_readers.PyAVVideo(path)
+        try:
+            assert video.probe.count_trusted
+            frames = video.read(wanted)
+            assert [frame_index(frames[index]) for index in wanted] == wanted
+            assert (video.frames_decoded < wanted[-1] + 1) is skips, video.frames_decoded
+            video.frames_decoded = 0
+            whole = video._read_runs(wanted, [(0, wanted[-1])])  # decoding from the start
+            assert video.frames_decoded == wanted[-1] + 1
+            assert all(np.array_equal(frames[index], whole[index]) for index in wanted)
+        finally:
+            video.close()
+
+
+def test_unexpected_frame_after_a_skip_falls_back_to_decoding_from_the_start(
+        tmp_path: Path) -> None:
+    path = make_video(tmp_path / "gop5.mp4", 60, codec="h264", keyframe_interval=5)
+    video = video_readers.PyAVVideo(path)
+    try:
+        assert video._presentation_pts is not None
+        video._presentation_pts = [pts + 1 for pts in video._presentation_pts]
+        frames = video.read([0, 30, 55])
+        assert [frame_index(frames[index]) for index in (0, 30, 55)] == [0, 30, 55]
+        assert video.frames_decoded > 56  # the skipping pass stopped, then 0..55 again
+    finally:
+        video.close()
 
 
 def test_trusted_container_count_and_provenance(videos: dict[str, Path]) -> None:

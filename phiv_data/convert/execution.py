@@ -128,8 +128,8 @@ def _work(position: int, item: WorkItem) -> Entry:
 
 def _crashed(position: int, item: WorkItem) -> Entry:
     return {"p": position, "k": item.key, "r": None, "m": [], "n": [],
-            "s": ["worker-crashed", "the worker process died while converting this item "
-                  "(a decoder crash on a damaged file, or out of memory)"]}
+            "s": ["worker-crashed", ("the worker process died while converting this item "
+                                     "(a decoder crash on a damaged file, or out of memory)")]}
 
 
 def execute(plan: Plan, todo: list[int], images_root: Path, tmp: Path,

@@ -68,7 +68,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 from phiv_data.convert import workdir
 from phiv_data.convert.execution import execute
@@ -136,7 +136,7 @@ class Skipped:
     """What exactly is wrong, for a human."""
 
 
-ItemResult = Union[Converted, Skipped]
+ItemResult = Converted | Skipped
 
 
 @dataclass

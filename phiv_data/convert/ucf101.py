@@ -49,8 +49,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from phiv_data.convert.framework import (
-    ConvertReport,
     Converted,
+    ConvertReport,
     MediaFile,
     Plan,
     RunOptions,
@@ -210,9 +210,9 @@ def build_plan(src: str | Path, options: Options) -> Plan:
                 process=functools.partial(convert_video, options=options, backend=backend),
                 options=plan_options,
                 shard_names={split: f"ucf101_{split}.jsonl" for split in SPLITS},
-                notes=layout.notes + [f"frames: {options.frames} per video, {options.sampling}"
-                                      f" sampling, backend {backend} "
-                                      f"{backend_version(backend)}"],
+                notes=layout.notes + [(f"frames: {options.frames} per video, {options.sampling}"
+                                       f" sampling, backend {backend} "
+                                       f"{backend_version(backend)}")],
                 unit="videos",
                 preload=("numpy", "PIL.Image", "phiv_data.media.video",
                          {"pyav": "av", "opencv": "cv2", "decord": "decord"}[backend], "av"))
@@ -225,8 +225,9 @@ def _item(src: Path, split: str, entry: VideoEntry, position: int, prompt: str,
     if entry.missing:
         problem = ("missing-video", f"listed in {entry.listed_in} but not found")
     elif name in seen:
-        problem = ("duplicate-name", f"another video of {split}/{entry.class_name} has the "
-                   f"stem {Path(entry.video).stem!r}; its frames would overwrite the other's")
+        problem = ("duplicate-name", (f"another video of {split}/{entry.class_name} has the "
+                                      f"stem {Path(entry.video).stem!r}; its frames would "
+                                      "overwrite the other's"))
     seen.add(name)
     task = VideoTask(record_id=f"{split}-{position:010d}", video=entry.video,
                      class_name=entry.class_name, split=split, prompt=prompt,

@@ -127,8 +127,8 @@ def _subset(src: Path, splits: list[str], classes: tuple[str, ...] | None) -> La
     keep = set(prompt_classes)
     videos = {split: sorted((entry for entry in entries if entry.class_name in keep),
                             key=lambda entry: entry.video) for split, entries in found.items()}
-    notes = [f"layout: the recipe's subset ({', '.join(f'{split}/' for split in splits)} of "
-             "class folders)",
+    notes = [(f"layout: the recipe's subset ({', '.join(f'{split}/' for split in splits)} of "
+              "class folders)"),
              f"classes: {len(prompt_classes)} ({'--classes' if classes else 'class folders'})"]
     notes += [f"{split}: {len(videos.get(split, []))} videos" for split in splits]
     if ignored:
@@ -213,8 +213,8 @@ def _official(src: Path, lists: Path, fold: int, val_groups: int,
              f"classes: {len(prompt_classes)} (" + ("--classes" if classes else
                                                    "classInd.txt" if class_index else
                                                    "split lists") + ")",
-             f"val: groups {', '.join(f'g{group:02d}' for group in sorted(val_set)) or 'none'}"
-             f" carved from trainlist0{fold}.txt"]
+             (f"val: groups {', '.join(f'g{group:02d}' for group in sorted(val_set)) or 'none'}"
+              f" carved from trainlist0{fold}.txt")]
     notes += [f"{split}: {len(videos[split])} videos" for split in SPLITS]
     missing = sum(entry.missing for entries in videos.values() for entry in entries)
     if missing:

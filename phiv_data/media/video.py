@@ -9,18 +9,24 @@ How a video is read (:func:`sample_video`):
 1. **Probe** (PyAV, no decoding): the container's frame count ``C`` and frame rate, and a
    scan of every video packet (cheap: demuxing only).
 2. **Frame count** ``T``: ``C`` when it is trustworthy: non-zero, equal to the number of
-   non-empty video packets, and no packet so small that it might be a "not coded" frame
-   that decoders drop (< 16 bytes). Otherwise the frames are counted by decoding them
+   non-empty video packets, and (except for H.264, HEVC and intra-only codecs, which
+   decode every packet to a frame) no packet so small that it might be a "not coded" frame
+   that decoders drop (< 16 bytes, e.g. XviD's). Otherwise the frames are counted by decoding them
    (``frame_count_source = "counted"``). If decoding ends before a frame the count
    promised, the frames are counted and sampled again.
 3. **Indices**: ``uniform`` is the recipe's ``floor(k*T/N)``; ``center`` is the middle frame
    of N equal segments, ``floor((2k+1)*T/(2N))``. A video with fewer than N frames keeps
    N samples whose indices repeat (the same formulas, which give non-decreasing indices
    using every frame, e.g. T=3, N=8 -> 0 0 0 1 1 1 2 2).
-4. **Decoding**: sequential from the first frame, stopping after the last sampled frame,
-   converting only the sampled frames to RGB, single-threaded (parallelism comes from
-   converting several videos at once). UCF-101's XviD clips have one keyframe per 250
-   frames, so seeking would re-decode from the start anyway.
+4. **Decoding**: from the first frame, stopping after the last sampled frame, converting
+   only the sampled frames to RGB, single-threaded (parallelism comes from converting
+   several videos at once). PyAV skips ahead to a later keyframe where that is exact: an
+   intra-only codec (MJPEG) or an H.264/HEVC IDR picture, in a stream with a trusted
+   count; every frame decoded after a skip must carry the expected timestamp, else the
+   video is decoded from the start. MPEG-4 Part 2 (XviD) keyframes are not used: B-frames
+   after them may refer to the previous group. UCF-101's XviD clips have one keyframe per
+   250 frames anyway, so seeking there would re-decode from the start. OpenCV grabs
+   every frame up to the last sampled one; decord seeks by its own frame index.
 
 Problems raise :class:`VideoError` with a stable ``reason``: ``unreadable`` (not a video
 file or no video stream), ``empty`` (no frame), ``truncated`` (the last packet is cut or
@@ -94,12 +100,16 @@ class VideoProbe:
     container_frame_count: int
     packets: int
     smallest_packet: int
+    every_packet_a_frame: bool = False
+    """The codec never drops a packet as "not coded" (H.264, HEVC, intra-only codecs), so
+    a small packet still counts as a frame."""
 
     @property
     def count_trusted(self) -> bool:
         """Whether the container's frame count can be used without decoding."""
         return (self.container_frame_count > 0 and self.container_frame_count == self.packets
-                and self.smallest_packet >= SMALLEST_CODED_PACKET)
+                and (self.every_packet_a_frame
+                     or self.smallest_packet >= SMALLEST_CODED_PACKET))
 
 
 @dataclass(frozen=True)

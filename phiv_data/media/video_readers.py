@@ -17,6 +17,9 @@ from phiv_data.media.video import VideoError, VideoProbe, _why
 
 KEEP_PACKET_BYTES = 64 << 20
 """Videos whose packets exceed this are demuxed twice instead of held in memory."""
+CLEAN_START_NALS = {"h264": frozenset({5}), "hevc": frozenset({19, 20})}
+"""NAL unit types after which no frame refers to an earlier one, and none is shown before
+it that comes from earlier packets (H.264 IDR; HEVC IDR_W_RADL, IDR_N_LP)."""
 
 
 class VideoEnded(Exception):
@@ -89,6 +92,8 @@ class PyAVVideo:
             # The demuxed packets are kept for the decoding pass (no second read of the
             # file) unless the video is long: then decoding demuxes it again.
             self.packets: list[Any] | None = []
+            self.keyframes: list[int] = []
+            pts: list[int | None] = []
             count, smallest, kept_bytes = 0, None, 0
             try:
                 for packet in self.container.demux(self.stream):
@@ -97,6 +102,9 @@ class PyAVVideo:
                     if packet.is_corrupt:
                         raise VideoError("truncated", f"packet {count} is cut short or "
                                          "damaged (incomplete file?)", path)
+                    if packet.is_keyframe:
+                        self.keyframes.append(count)
+                    pts.append(packet.pts)
                     count += 1
                     smallest = packet.size if smallest is None else min(smallest, packet.size)
                     if self.packets is not None:
@@ -113,21 +121,82 @@ class PyAVVideo:
                 codec=context.name, width=context.width, height=context.height,
                 fps=float(rate) if rate else None,
                 container_frame_count=max(int(self.stream.frames or 0), 0),
-                packets=count, smallest_packet=smallest or 0)
+                packets=count, smallest_packet=smallest or 0,
+                every_packet_a_frame=context.codec.intra_only or context.name in CLEAN_START_NALS)
+            self.frames_decoded = 0
+            """Frames decoded so far (seeking decodes fewer)."""
+            self._clean: dict[int, bool] = {}
+            # frame i (presentation order) has the i-th smallest packet timestamp: checked
+            # on every frame decoded after a skip
+            self._presentation_pts: list[int] | None = None
+            if None not in pts and len(set(pts)) == len(pts):
+                self._presentation_pts = sorted(pts)  # type: ignore[type-var]
         except BaseException:
             self.container.close()
             raise
 
-    def _decoded(self) -> Any:
+    def _clean_start(self, position: int) -> bool:
+        """Whether decoding may start at packet ``position`` and number the frames it
+        outputs ``position``, ``position + 1``, ... exactly as a decode from the start would.
+
+        True only for a held, trusted stream (one frame per packet) and a keyframe of an
+        intra-only codec, or an H.264/HEVC keyframe holding an IDR picture. Not for MPEG-4
+        Part 2 (XviD) or other codecs, whose keyframes may be followed by B-frames that
+        refer to the previous group of pictures.
+        """
+        if position == 0:
+            return True
+        if position in self._clean:
+            return self._clean[position]
+        self._clean[position] = clean = self._check_clean_start(position)
+        return clean
+
+    def _check_clean_start(self, position: int) -> bool:
+        if (self.packets is None or not self.probe.count_trusted
+                or self._presentation_pts is None):
+            return False
+        context = self.stream.codec_context
+        if context.codec.intra_only:
+            return True
+        kinds = CLEAN_START_NALS.get(context.name)
+        if kinds is None:
+            return False
+        extradata = context.extradata or b""
+        length_size = None  # Annex B start codes unless the extradata is avcC/hvcC
+        if extradata[:1] == b"\x01":
+            length_size = (extradata[4 if context.name == "h264" else 21] & 3) + 1
+        return bool(kinds & _nal_types(bytes(self.packets[position]), context.name,
+                                        length_size))
+
+    def _runs(self, wanted: list[int]) -> list[tuple[int, int]]:
+        """Decoding runs ``(first packet, last index)`` covering the sorted ``wanted``: a
+        new run starts at the last clean keyframe before an index when that skips frames."""
+        import bisect
+
+        runs: list[tuple[int, int]] = []
+        for index in wanted:
+            at = bisect.bisect_right(self.keyframes, index) - 1
+            while at >= 0 and not self._clean_start(self.keyframes[at]):
+                at -= 1
+            start = self.keyframes[at] if at >= 0 else 0
+            if runs and start <= runs[-1][1] + 1:
+                runs[-1] = (runs[-1][0], index)  # going on decodes no more than restarting
+            else:
+                runs.append((start, index))
+        return runs
+
+    def _decoded(self, start: int = 0) -> Any:
+        """Decoded frames in presentation order, from packet ``start`` (a clean start)."""
         import av
 
-        decoded = 0
+        decoded = start
         try:
             if self.packets is not None:
                 context = self.stream.codec_context
                 context.flush_buffers()  # restart cleanly after an earlier pass
-                for packet in [*self.packets, None]:
+                for packet in [*self.packets[start:], None]:
                     for frame in context.decode(packet):
+                        self.frames_decoded += 1
                         yield frame
                         decoded += 1
                 return
@@ -139,9 +208,11 @@ class PyAVVideo:
                     if packet.size == 0:  # not a frame (and an empty packet means "flush")
                         continue
                     for frame in context.decode(packet):
+                        self.frames_decoded += 1
                         yield frame
                         decoded += 1
                 for frame in context.decode(None):
+                    self.frames_decoded += 1
                     yield frame
                     decoded += 1
         except av.error.FFmpegError as error:
@@ -151,17 +222,53 @@ class PyAVVideo:
         return sum(1 for _ in self._decoded())
 
     def read(self, wanted: list[int]) -> dict[int, np.ndarray]:
-        wanted_set, last, frames = set(wanted), wanted[-1], {}
-        index = -1
-        for index, frame in enumerate(self._decoded()):
-            if index in wanted_set:
-                frames[index] = frame.to_ndarray(format="rgb24")
-            if index == last:
-                return frames
-        raise VideoEnded(index + 1)
+        """Decode the frames at the sorted indices ``wanted``, skipping ahead to clean
+        keyframes where that is exact (see :meth:`_clean_start`)."""
+        try:
+            return self._read_runs(wanted, self._runs(wanted))
+        except _NotExact:  # a frame after a skip is not the one expected: no skipping
+            return self._read_runs(wanted, [(0, wanted[-1])])
+
+    def _read_runs(self, wanted: list[int], runs: list[tuple[int, int]]
+                   ) -> dict[int, np.ndarray]:
+        wanted_set, frames = set(wanted), {}
+        for start, last in runs:
+            index = start - 1
+            for index, frame in enumerate(self._decoded(start), start=start):
+                expected = self._presentation_pts or []
+                if start and (index >= len(expected) or expected[index] != frame.pts):
+                    raise _NotExact
+                if index in wanted_set:
+                    frames[index] = frame.to_ndarray(format="rgb24")
+                if index == last:
+                    break
+            else:
+                raise VideoEnded(index + 1)
+        return frames
 
     def close(self) -> None:
         self.container.close()
+
+
+class _NotExact(Exception):
+    """Decoding after a skip gave a frame other than the expected one."""
+
+
+def _nal_types(data: bytes, codec: str, length_size: int | None) -> set[int]:
+    """The NAL unit types in one H.264/HEVC packet (length-prefixed or Annex B)."""
+    starts: list[int] = []
+    if length_size is None:
+        at = data.find(b"\x00\x00\x01")
+        while at >= 0:
+            starts.append(at + 3)
+            at = data.find(b"\x00\x00\x01", at + 3)
+    else:
+        at = 0
+        while at + length_size < len(data):
+            starts.append(at + length_size)
+            at += length_size + int.from_bytes(data[at:at + length_size], "big")
+    return {(data[at] & 0x1F) if codec == "h264" else (data[at] >> 1) & 0x3F
+            for at in starts if at < len(data)}
 
 
 class OpenCVVideo:
