@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 from video_factory import (
     frame_index,
+    make_damaged,
     make_garbage,
     make_official_tree,
     make_subset_tree,
@@ -186,18 +187,21 @@ def test_bad_videos_are_skipped_and_reported_everywhere(tmp_path: Path) -> None:
     liar = make_video(src / "train" / "Archery" / "v_Archery_g12_c01.avi", 20, audio=False)
     set_avi_frame_count(liar, 999)
     make_video(src / "train" / "Archery" / "v_Archery_g12_c01.mp4", 20, codec="h264")
+    make_damaged(make_video(tmp_path / "h264.mp4", 40, codec="h264"),
+                 src / "train" / "Archery" / "v_Archery_g13_c01.mp4")
     out = tmp_path / "out"
     report = ucf101.convert(src, out, ucf101.Options(), ONE)
     reasons = {entry.where.split("/")[-1]: entry.reason for entry in report.skipped}
     assert reasons == {"v_Archery_g09_c01.avi": "unreadable",
                        "v_Archery_g10_c01.avi": "truncated",
-                       "v_Archery_g12_c01.mp4": "duplicate-name"}
+                       "v_Archery_g12_c01.mp4": "duplicate-name",
+                       "v_Archery_g13_c01.mp4": "undecodable"}
     changed = {entry.key.split("/")[-1]: entry.note for entry in report.changed}
     assert changed["v_Archery_g11_c01.avi"] == "3 frames < 8: sampled frames repeat"
     assert "container says 999 frames" in changed["v_Archery_g12_c01.avi"]
     manifest_report = load_manifest(out).report
     assert manifest_report["skipped_by_reason"] == {"duplicate-name": 1, "truncated": 1,
-                                                    "unreadable": 1}
+                                                    "undecodable": 1, "unreadable": 1}
     assert len(manifest_report["changed"]) == 2
     train = records_of(out, "train")
     assert [record.id for record in train] == ["train-0000000000", "train-0000000003",

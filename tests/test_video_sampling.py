@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 from video_factory import (
     frame_index,
+    make_damaged,
     make_garbage,
     make_truncated,
     make_video,
@@ -62,6 +63,8 @@ def videos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     long_clip = make_video(root / "long.avi", 120, codec="xvid")
     made["truncated"] = make_truncated(long_clip, root / "truncated.avi", 0.5)
     made["truncated_mp4"] = make_truncated(made["h264"], root / "truncated.mp4", 0.7)
+    made["damaged_h264"] = make_damaged(make_video(root / "h264_40.mp4", 40, codec="h264"),
+                                        root / "damaged.mp4")
     (root / "empty.avi").write_bytes(b"")
     made["empty"] = root / "empty.avi"
     return made
@@ -191,6 +194,8 @@ def test_three_frame_video_repeats_frames(videos: dict[str, Path]) -> None:
     ("empty", "unreadable", "not a readable video"),
     ("truncated", "truncated", "cut short: the file has"),
     ("truncated_mp4", "truncated", "runs past the end of the file"),
+    # OpenCV takes the decoder error for the end of the stream: PyAV reads it instead
+    ("damaged_h264", "undecodable", "decoder failed at frame"),
 ])
 def test_bad_videos_raise_with_a_reason(videos: dict[str, Path], name: str, reason: str,
                                         words: str) -> None:

@@ -159,6 +159,18 @@ def make_garbage(path: str | Path, size: int = 4096, seed: int = 0) -> Path:
     return path
 
 
+def make_damaged(source: str | Path, path: str | Path, at: float = 0.3, size: int = 400,
+                 seed: int = 1) -> Path:
+    """A copy of ``source`` with ``size`` random bytes written over it at fraction ``at``
+    (same length: the container still opens; the decoder meets garbage)."""
+    data = bytearray(Path(source).read_bytes())
+    start = int(len(data) * at)
+    data[start:start + size] = np.random.default_rng(seed).integers(
+        0, 256, size, dtype=np.uint8).tobytes()
+    Path(path).write_bytes(bytes(data))
+    return Path(path)
+
+
 def set_avi_frame_count(path: str | Path, count: int) -> None:
     """Overwrite an AVI's frame counts (``avih`` total frames and the video ``strh``
     length) in place, leaving the data intact: a container that lies about its length."""

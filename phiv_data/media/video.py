@@ -202,29 +202,40 @@ def sample_video(path: str | Path, frames: int = 8, method: str = "uniform",
                 backend = "pyav"
         probe: VideoProbe = probed.probe
         source: Literal["container", "counted"] = "container"
+        count_given = frame_count is not None
         if frame_count is None:
             if probe.count_trusted:
                 frame_count = probe.container_frame_count
             else:
-                frame_count, source = video.count_frames(), "counted"
+                # counted by PyAV whatever the backend: it reports decoder errors, which
+                # OpenCV would take for the end of the stream
+                frame_count, source = probed.count_frames(), "counted"
                 if probe.container_frame_count != frame_count:
                     notes.append(f"container says {probe.container_frame_count} frames, "
                                  f"{frame_count} decoded: used {frame_count}")
         if frame_count <= 0:
             raise VideoError("empty", "no video frame", path)
-        for _attempt in range(2):
+        for _attempt in range(3):
             indices = sample_indices(frame_count, frames, method)
             wanted = sorted(set(indices))
             try:
                 decoded = video.read(wanted)
                 break
             except VideoEnded as ended:
+                if backend == "opencv" and not count_given:
+                    # OpenCV reports a decoder error as the end of the stream; the
+                    # container's or PyAV's count says it is not: PyAV names the error
+                    notes.append(f"opencv stopped after {ended.decoded} of {frame_count} "
+                                 "frames: read with pyav")
+                    video.close()
+                    video, backend = probed, "pyav"
+                    continue
                 if ended.decoded == 0:
                     raise VideoError("empty", "no decodable frame", path) from None
                 notes.append(f"container says {frame_count} frames, stream ends after "
                              f"{ended.decoded}: used {ended.decoded}")
                 frame_count, source = ended.decoded, "counted"
-        else:  # pragma: no cover - the second attempt uses the decoded count
+        else:  # pragma: no cover - the last attempt uses the decoded count
             raise VideoError("undecodable", "frame count keeps changing", path)
         if frames > frame_count:
             notes.append(f"{frame_count} frames < {frames}: sampled frames repeat")
