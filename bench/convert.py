@@ -7,17 +7,21 @@ ten a JPEG named .png; memes 600x500 RGB PNG), then converts it in one run with:
 - ``floor``: the least any converter must do, in one process: parse the annotation rows,
   copy each image once, write one JSON line per row (no image decoding, no journal, no
   resume, no report). The baseline.
+- ``floor+decode``: ``floor`` plus decoding each image once with Pillow, as a careful
+  one-off script would to keep broken images out: the baseline for ``phiv w=1``, which does
+  the same work plus journal, atomic writes, manifest and report.
 - ``phiv w=N``: ``phiv_data.convert.<dataset>.convert`` with N workers (images decoded
   once per worker to prove they are readable, journal, manifest, report).
 - ``phiv verify``: 1 worker, ``--check-images verify`` (PNG chunk checksums instead of a
   full decode).
 - ``phiv link``: 1 worker, ``--link`` (hard links instead of copies).
 
-Every phiv variant starts with empty per-process caches (``native_io.clear_caches``).
+Every phiv variant starts with empty per-process caches (``native_images.clear_caches``).
+Each variant runs ``--repeat`` times; the best time counts (the machine may be shared).
 
 Usage::
 
-    python bench/convert.py                      # default sizes, workers 1 and 2
+    python bench/convert.py                      # default sizes, workers 1 and 2, best of 3
     python bench/convert.py --scale 0.2 --workers 1
     python bench/convert.py --json bench-convert.json
 
@@ -71,14 +75,20 @@ def build(dataset: str, root: Path, scale: float) -> int:
     return memes
 
 
-def floor_convert(dataset: str, src: Path, out: Path) -> int:
-    """The baseline: rows -> JSON lines and each image copied once, nothing checked."""
+def floor_convert(dataset: str, src: Path, out: Path, decode: bool = False) -> int:
+    """The baseline: rows -> JSON lines and each image copied once (and decoded once with
+    ``decode``), nothing else checked."""
+    from PIL import Image
+
     out.mkdir(parents=True)
     copied: set[str] = set()
     rows = 0
 
     def copy(source: Path, name: str) -> str:
         if name not in copied:
+            if decode:
+                with Image.open(source) as image:
+                    image.load()
             (out / "images" / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source, out / "images" / name)
             copied.add(name)
@@ -114,13 +124,20 @@ def floor_convert(dataset: str, src: Path, out: Path) -> int:
 MODULES: dict[str, Any] = {"docvqa": docvqa, "nlvr2": nlvr2, "hateful-memes": hateful_memes}
 
 
-def timed(function: Callable[[], Any]) -> float:
-    start = time.perf_counter()
-    function()
-    return time.perf_counter() - start
+def best_time(function: Callable[[], Any], cleanup: Callable[[], Any], repeat: int) -> float:
+    """The best of ``repeat`` timed calls, ``cleanup`` (untimed) after each."""
+    best = float("inf")
+    for _ in range(repeat):
+        clear_caches()
+        start = time.perf_counter()
+        function()
+        best = min(best, time.perf_counter() - start)
+        cleanup()
+    return best
 
 
-def run(dataset: str, scale: float, workers: list[int], work: Path) -> list[dict[str, Any]]:
+def run(dataset: str, scale: float, workers: list[int], work: Path, repeat: int = 3
+        ) -> list[dict[str, Any]]:
     src = work / f"{dataset}-src"
     started = time.perf_counter()
     rows = build(dataset, src, scale)
@@ -135,23 +152,25 @@ def run(dataset: str, scale: float, workers: list[int], work: Path) -> list[dict
                         "seconds": round(seconds, 3), "rows_per_second": round(rows / seconds, 1)})
         print(f"  {variant:<10} {seconds:8.2f}s {rows / seconds:9.1f} rows/s", flush=True)
 
-    floor_convert(dataset, src, work / "warm")  # page cache warm for every variant
-    shutil.rmtree(work / "warm")
-    record("floor", timed(lambda: floor_convert(dataset, src, work / "floor")))
+    out = work / "out"
+    remove = functools.partial(shutil.rmtree, out)
+    floor_convert(dataset, src, out)  # page cache warm for every variant
+    remove()
+    for variant, decode in (("floor", False), ("floor+decode", True)):
+        record(variant, best_time(functools.partial(floor_convert, dataset, src, out, decode),
+                                  remove, repeat))
     variants = [(f"phiv w={count}", module.Options(), count) for count in workers]
     variants += [("phiv verify", module.Options(check="verify"), 1),
                  ("phiv link", module.Options(link=True), 1)]
     for variant, options, count in variants:
-        out = work / "phiv"
-        clear_caches()
         run_options = RunOptions(workers=count, progress=False)
-        record(variant, timed(functools.partial(module.convert, src, out, options, run_options)))
-        shutil.rmtree(out)
-    for name in ("floor", f"{dataset}-src"):
-        shutil.rmtree(work / name, ignore_errors=True)
-    floor = results[0]["rows_per_second"]
+        record(variant, best_time(functools.partial(module.convert, src, out, options,
+                                                    run_options), remove, repeat))
+    shutil.rmtree(src, ignore_errors=True)
+    floor, decoding = results[0]["rows_per_second"], results[1]["rows_per_second"]
     for entry in results:
         entry["ratio_to_floor"] = round(entry["rows_per_second"] / floor, 3)
+        entry["ratio_to_floor_decode"] = round(entry["rows_per_second"] / decoding, 3)
     return results
 
 
@@ -161,20 +180,25 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=1.0,
                         help="1.0 = 400 DocVQA questions, 600 NLVR2 sentences, 600 memes")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--repeat", type=int, default=3, help="best of this many runs")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--device", default="cpu", help="unused: conversion runs on CPU")
     args = parser.parse_args()
     results = []
     with tempfile.TemporaryDirectory(prefix="phiv-bench-convert-") as temp:
         for dataset in args.datasets:
-            results += run(dataset, args.scale, args.workers, Path(temp))
-    print("\n| dataset | variant | rows | seconds | rows/s | x floor |")
-    print("|---|---|---:|---:|---:|---:|")
+            results += run(dataset, args.scale, args.workers, Path(temp), args.repeat)
+    print("\n| dataset | variant | rows | seconds | rows/s | x floor | x floor+decode |")
+    print("|---|---|---:|---:|---:|---:|---:|")
     for entry in results:
         print(f"| {entry['dataset']} | {entry['variant']} | {entry['rows']} | "
-              f"{entry['seconds']} | {entry['rows_per_second']} | {entry['ratio_to_floor']} |")
+              f"{entry['seconds']:.2f} | {entry['rows_per_second']:.0f} | "
+              f"{entry['ratio_to_floor']:.3f} | {entry['ratio_to_floor_decode']:.2f} |")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    print(f"\n{os.cpu_count()} cores, load average {load}")
     if args.json:
         args.json.write_text(json.dumps({"host": platform.node(), "cores": os.cpu_count(),
+                                         "load_average": load,
                                          "python": platform.python_version(),
                                          "results": results}, indent=1))
 

@@ -108,6 +108,14 @@ def test_with_question_types_file_supersedes_the_plain_one(tmp_path):
                for record in records(tmp_path / "out" / "docvqa_train.jsonl"))
 
 
+def test_annotation_file_with_a_byte_order_mark(tmp_path):
+    make_docvqa_tree(tmp_path / "src", splits={"val": 2})
+    path = tmp_path / "src" / "val" / "val_v1.0.json"
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    report = convert(tmp_path / "src", tmp_path / "out", run=ONE)
+    assert report.records == {"val": 2} and not report.skipped
+
+
 def test_parquet_copy_with_string_ids_and_several_files(tmp_path):
     tree = make_docvqa_parquet(tmp_path / "src", files_per_split=2)
     report = convert(tmp_path / "src", tmp_path / "out", run=ONE)

@@ -107,7 +107,8 @@ def test_older_file_names_and_integer_ids(tmp_path):
     path = tmp_path / "src" / "dev.jsonl"
     rows = [json.loads(line) for line in path.read_text().splitlines()]
     rows[0]["id"] = int(rows[0]["id"])  # an integer id loses its leading zeros
-    path.write_text("".join(json.dumps(row) + "\r\n" for row in rows))  # CRLF too
+    # CRLF line ends and a byte order mark, as a Windows editor saves it
+    path.write_bytes(b"\xef\xbb\xbf" + "".join(json.dumps(row) + "\r\n" for row in rows).encode())
     report = convert(tmp_path / "src", tmp_path / "out", run=ONE)
     assert report.records == {"train": 2, "dev": 2, "test": 1}
     dev = records(tmp_path / "out" / "hateful_memes_dev.jsonl")

@@ -83,6 +83,8 @@ def clean_text(text: Any, what: str, *, allow_empty: bool = False) -> str:
 
 # --- rows -----------------------------------------------------------------------------------
 
+UTF8_BOM = b"\xef\xbb\xbf"
+
 
 @dataclass(frozen=True)
 class NativeRow:
@@ -142,11 +144,14 @@ def read_json_lines(path: Path, shown: str) -> Iterator[NativeRow]:
     """Every non-blank line of a JSON Lines file as a ``NativeRow`` (1-based line numbers).
 
     Lines are split on ``\\n`` only: text may hold U+2028, U+0085 or a lone ``\\r`` that other
-    splitters break on. A ``\\r\\n`` ending is accepted.
+    splitters break on. A ``\\r\\n`` ending and a UTF-8 byte order mark (files saved by some
+    Windows editors) are accepted.
     """
     with open(path, "rb") as handle:
         for number, raw in enumerate(handle, start=1):
             line = raw[:-1] if raw.endswith(b"\n") else raw
+            if number == 1:
+                line = line.removeprefix(UTF8_BOM)
             if line.endswith(b"\r"):
                 line = line[:-1]
             if not line.strip():
@@ -169,7 +174,7 @@ def read_json_items(path: Path, shown: str, *, list_key: str = "data"
         DataError: when the file is not JSON or holds neither shape.
     """
     try:
-        document = orjson.loads(path.read_bytes())
+        document = orjson.loads(path.read_bytes().removeprefix(UTF8_BOM))
     except orjson.JSONDecodeError as error:
         raise DataError(f"{shown}: not valid JSON ({error})",
                         hint="the annotation file is damaged; download it again") from None
