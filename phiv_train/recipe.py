@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -207,8 +208,10 @@ def setup(config: TrainConfig, *, callbacks: list[Any] | None = None) -> Run:
     attention = resolve_attention(config, on_gpu=on_gpu)
     deepspeed = resolve_deepspeed(config, on_gpu=on_gpu)
     output_dir = Path(config.output_dir)
-    if deepspeed is not None and not on_gpu:
-        _skip_deepspeed_cpu_kernels()
+    if deepspeed is not None:
+        _single_process_world()
+        if not on_gpu:
+            _skip_deepspeed_cpu_kernels()
     arguments = training_arguments(config, accumulation=accumulation, on_gpu=on_gpu,
                                    deepspeed=deepspeed, world=world)  # starts torch.distributed
 
@@ -244,6 +247,18 @@ def setup(config: TrainConfig, *, callbacks: list[Any] | None = None) -> Run:
         _write_setup_files(run, scan.too_long)
         logger.warning("phiv-train: %s", json.dumps(run.summary))
     return run
+
+
+def _single_process_world() -> None:
+    """Without a launcher, describe a world of one process, as the deepspeed launcher would:
+    DeepSpeed otherwise looks for MPI (``mpi4py``) to find its peers."""
+    if "RANK" in os.environ or "OMPI_COMM_WORLD_RANK" in os.environ:
+        return
+    with socket.socket() as probe:  # a free port, so that several runs can share a machine
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    os.environ.update({"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "LOCAL_WORLD_SIZE": "1",
+                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
 
 
 def _skip_deepspeed_cpu_kernels() -> None:

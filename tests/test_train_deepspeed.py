@@ -27,14 +27,14 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def phiv_train(arguments: list[str]) -> subprocess.CompletedProcess:
+def phiv_train(arguments: list[str], *, processes: int = 2) -> subprocess.CompletedProcess:
     environment = dict(os.environ)
     # DeepSpeed JIT-compiles its CPU ops on first use: keep them in the workspace (CI exports
     # the same directory), never in the home directory
     environment.setdefault("TORCH_EXTENSIONS_DIR", str(REPOSITORY / ".torch_extensions"))
     environment.setdefault("OMP_NUM_THREADS", "1")
-    command = [sys.executable, "-m", "phiv_train", "--nproc-per-node", "2",
-               "--master-port", str(free_port()), *arguments]
+    launcher = ["--nproc-per-node", str(processes), "--master-port", str(free_port())]
+    command = [sys.executable, "-m", "phiv_train", *(launcher if processes > 1 else []), *arguments]
     result = subprocess.run(command, capture_output=True, text=True, env=environment, check=False,
                             cwd=REPOSITORY, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
@@ -84,3 +84,17 @@ def test_zero2_on_two_processes_trains_saves_and_resumes(tmp_path):
     resumed = json.loads((parts / "train_summary.json").read_text())
     assert resumed["resumed_from"].endswith("checkpoint-2") and resumed["global_step"] == 4
     assert losses(parts) == pytest.approx(values, rel=1e-4)
+
+
+@pytest.mark.slow
+def test_zero2_without_a_launcher_runs_as_a_world_of_one(tmp_path):
+    """``phiv-train --deepspeed zero2`` on one device, no torchrun: DeepSpeed must not go
+    looking for MPI."""
+    checkpoint = write_tiny_checkpoint(tmp_path / "tiny")
+    data = colour_dataset(tmp_path / "data", train=4, val=0)
+    output = tmp_path / "out"
+    phiv_train(base_arguments(checkpoint, data, output, **{"max-steps": 2}) + [
+        "--deepspeed", "zero2", "--no-eval-after-training"], processes=1)
+    summary = json.loads((output / "train_summary.json").read_text())
+    assert summary["world_size"] == 1 and summary["deepspeed_zero_stage"] == 2
+    assert summary["global_step"] == 2 and (output / "checkpoint-2" / "global_step2").is_dir()
