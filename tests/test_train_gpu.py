@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from fixtures_train import base_arguments, colour_dataset
+
 from phiv_train.model import Phi3VForCausalLM
 from phiv_train.model.tiny import write_tiny_checkpoint
 
