@@ -189,7 +189,7 @@ def test_cli_with_link_and_two_workers_equals_one_worker_copy(tmp_path):
         "convert", "hateful-memes", "--src", str(tmp_path / "src"), "--out", str(tmp_path / "cli"),
         "--link", "--workers", "2", "--check-images", "verify"])
     assert result.exit_code == 0, result.output
-    assert "dev_seen and dev_unseen share 1 records" in result.output
+    assert "dev_seen and dev_unseen share 1 record by id" in result.output
     convert(tmp_path / "src", tmp_path / "api", HatefulMemesOptions(check="verify"), run=ONE)
     assert tree_bytes(tmp_path / "cli") == tree_bytes(tmp_path / "api")
     image = tmp_path / "cli" / "images" / "img" / "00001.png"

@@ -121,8 +121,9 @@ def build_plan(src: str | Path, options: HatefulMemesOptions = HatefulMemesOptio
                 by_id.setdefault(meme, {**row, "id": meme})
     shared = shared_records(rows_by_split)
     if shared is not None:
-        note = f"dev_seen and dev_unseen share {shared['count']} records by id"
-        if shared["count"]:
+        count = shared["count"]
+        note = f"dev_seen and dev_unseen share {count} record{'' if count == 1 else 's'} by id"
+        if count:
             note += (f" ({shared['identical']} identical, {len(shared['differing'])} differing): "
                      + _listed(shared["ids"]))
         if shared["differing"]:
