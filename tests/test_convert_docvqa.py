@@ -251,3 +251,25 @@ def test_resume_refuses_rows_changed_since_the_interrupted_run(tmp_path):
     path.write_text(json.dumps(document))
     with pytest.raises(UsageError, match="the input files differ"):
         convert(tmp_path / "src", tmp_path / "out", run=ONE)
+
+
+def test_a_page_already_written_is_not_decoded_again(tmp_path, monkeypatch):
+    from phiv_data.convert import native_images
+    from phiv_data.convert.native_images import ImageSource, image_media
+
+    tree = make_docvqa_tree(tmp_path / "src", splits={"train": 1})
+    page = tmp_path / "src" / "train" / "documents" / "d000xtr_1.png"
+    source = ImageSource(page.stem, page.suffix, "train/documents/d000xtr_1.png", path=str(page))
+    decoded = []
+    monkeypatch.setattr(native_images, "_decode_file",
+                        lambda *args: decoded.append(args) or ("PNG", None))
+    images = tmp_path / "out" / "images"
+    image_media(source, "train", link=False, images_root=images)
+    assert len(decoded) == 1  # not in the output yet: checked
+    (images / "train").mkdir(parents=True)
+    (images / "train" / page.name).write_bytes(tree.pages[page.name])  # as another worker did
+    media, _ = image_media(source, "train", link=False, images_root=images)
+    assert len(decoded) == 1 and media.path == "train/d000xtr_1.png"  # written, so checked
+    (images / "train" / page.name).write_bytes(b"short")  # not that file: checked again
+    image_media(source, "train", link=False, images_root=images)
+    assert len(decoded) == 2

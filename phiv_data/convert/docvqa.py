@@ -146,14 +146,18 @@ DATASET = NativeDataset(name=NAME, title="DocVQA", prompt_field="question", unit
                         record=_record)
 
 
-def build_plan(src: str | Path, options: DocVQAOptions = DocVQAOptions()) -> Plan:
+def build_plan(src: str | Path, options: DocVQAOptions = DocVQAOptions(),
+               out: str | Path | None = None) -> Plan:
     """Every question under ``src`` as a work item, split by split, in file order.
+
+    ``out``, when given, is where the plan will run: images already written there (and
+    so already checked) are not decoded again.
 
     Raises:
         UsageError: no DocVQA files under ``src``, or a bad prompt template.
         DataError: an annotation file that cannot be read at all.
     """
-    return build_native_plan(DATASET, src, options)
+    return build_native_plan(DATASET, src, options, out)
 
 
 def convert(src: str | Path, out: str | Path, options: DocVQAOptions = DocVQAOptions(),
@@ -173,7 +177,7 @@ def convert(src: str | Path, out: str | Path, options: DocVQAOptions = DocVQAOpt
         UsageError: bad ``src``, template or ``out``.
         DataError: an unreadable annotation file, or any skipped row under ``strict``.
     """
-    return run_conversion(build_plan(src, options), out, run)
+    return run_conversion(build_plan(src, options, out), out, run)
 
 
 def _question_id(value: Any) -> Any:

@@ -104,14 +104,18 @@ def iter_rows(source: SplitSource, src: Path, index: FileIndex) -> Iterator[RowI
             yield row_image(row, "img", path, src, index, near=src / IMAGE_FOLDER)
 
 
-def build_plan(src: str | Path, options: HatefulMemesOptions = HatefulMemesOptions()) -> Plan:
+def build_plan(src: str | Path, options: HatefulMemesOptions = HatefulMemesOptions(),
+               out: str | Path | None = None) -> Plan:
     """Every meme line under ``src`` as a work item, file by file, in line order, and a
     note on the records ``dev_seen`` and ``dev_unseen`` share.
+
+    ``out``, when given, is where the plan will run: images already written there (and
+    so already checked) are not decoded again.
 
     Raises:
         UsageError: no Hateful Memes files under ``src``, or a bad prompt template.
     """
-    plan = build_native_plan(DATASET, src, options)
+    plan = build_native_plan(DATASET, src, options, out)
     rows_by_split: dict[str, dict[str, Mapping[str, Any]]] = {}
     for item in plan.items:
         if item.split in SHARED_SPLITS:
@@ -161,7 +165,7 @@ def convert(src: str | Path, out: str | Path,
         UsageError: bad ``src``, template or ``out``.
         DataError: any skipped row under ``strict``.
     """
-    return run_conversion(build_plan(src, options), out, run)
+    return run_conversion(build_plan(src, options, out), out, run)
 
 
 def meme_id(row: Mapping[str, Any]) -> str:

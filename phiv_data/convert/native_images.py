@@ -100,6 +100,35 @@ def _decode_bytes(data: bytes, check: str) -> tuple[str | None, str | None]:
     return result
 
 
+def _identify(handle: Any) -> str | None:
+    # The format from the header alone (no pixels decoded); None when it is not one we write.
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(handle) as image:
+                return image.format if image.format in _EXTENSIONS else None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError,
+            Image.DecompressionBombError):
+        return None
+
+
+def _checked_before(handle: Any, size: int, stem: str, suffix: str, folder: str,
+                    images_root: Path) -> str | None:
+    """The image's format if it is already in the output with its size: the framework writes
+    an image only after the item that named it was checked, so another worker (or an
+    earlier run) has checked it and it need not be decoded again."""
+    image_format = _identify(handle)
+    if image_format is None:
+        return None
+    written = images_root / folder / output_name(stem, suffix, image_format)
+    try:
+        return image_format if written.stat().st_size == size else None
+    except OSError:
+        return None
+
+
 def output_name(stem: str, source_suffix: str, image_format: str) -> str:
     """``stem`` plus the source's extension if it matches the content, else the format's
     usual one (``img0.png`` holding a JPEG becomes ``img0.jpg``)."""
@@ -107,8 +136,8 @@ def output_name(stem: str, source_suffix: str, image_format: str) -> str:
     return stem + (source_suffix if source_suffix.lower() in allowed else allowed[0])
 
 
-def image_media(source: ImageSource, folder: str, *, link: bool, check: str = "decode"
-                ) -> tuple[MediaFile, str | None]:
+def image_media(source: ImageSource, folder: str, *, link: bool, check: str = "decode",
+                images_root: str | Path | None = None) -> tuple[MediaFile, str | None]:
     """Check an image by decoding it and describe the file to write for it.
 
     Args:
@@ -116,6 +145,9 @@ def image_media(source: ImageSource, folder: str, *, link: bool, check: str = "d
         folder: output folder under the images root (``"val"``, ``"img"``).
         link: hard-link instead of copying, where the filesystem allows.
         check: ``decode`` or ``verify`` (see ``CHECKS``).
+        images_root: the output's images root, if known: an image already written there
+            (so already checked; a DocVQA page shared by many questions) is not decoded
+            again, whichever worker checked it.
 
     Returns:
         ``(media, note)``: the file to write (path relative to the images root), and a
@@ -136,15 +168,25 @@ def image_media(source: ImageSource, folder: str, *, link: bool, check: str = "d
             # the file name the Hugging Face copy kept (documents/ab_1.png -> ab_1)
             name = Path(cell_path.replace("\\", "/")).name
             stem, suffix = Path(name).stem, Path(name).suffix
-        image_format, problem = _decode_bytes(data, check)
+        image_format = problem = None
+        if images_root is not None:
+            image_format = _checked_before(io.BytesIO(data), len(data), stem, suffix, folder,
+                                           Path(images_root))
+        if image_format is None:
+            image_format, problem = _decode_bytes(data, check)
     else:
         assert source.path is not None
         try:
             status = os.stat(source.path)
         except OSError as error:
             raise RowProblem(f"{source.shown}: {error.strerror}", "missing-image") from None
-        image_format, problem = _decode_file(source.path, status.st_size, status.st_mtime_ns,
-                                             check)
+        image_format = problem = None
+        if images_root is not None:
+            image_format = _checked_before(source.path, status.st_size, stem, suffix, folder,
+                                           Path(images_root))
+        if image_format is None:
+            image_format, problem = _decode_file(source.path, status.st_size,
+                                                 status.st_mtime_ns, check)
     if image_format is None:
         raise RowProblem(f"{source.shown}: {problem}", "unreadable-image")
     path = f"{folder}/{output_name(stem, suffix, image_format)}"

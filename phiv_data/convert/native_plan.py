@@ -30,7 +30,7 @@ from typing import Any
 
 import orjson
 
-from phiv_data.convert.framework import Converted, Plan, Skipped, WorkItem
+from phiv_data.convert.framework import IMAGES_DIR, Converted, Plan, Skipped, WorkItem
 from phiv_data.convert.native_images import ImageSource, check_option, image_media
 from phiv_data.convert.native_io import (
     FileIndex,
@@ -206,8 +206,12 @@ def is_labeled(row: Mapping[str, Any], label_field: str) -> bool:
     return row.get(label_field) not in (None, [])
 
 
-def build_native_plan(dataset: NativeDataset, src: str | Path, options: NativeOptions) -> Plan:
+def build_native_plan(dataset: NativeDataset, src: str | Path, options: NativeOptions,
+                      out: str | Path | None = None) -> Plan:
     """Every row of every split under ``src`` as a work item (see the module doc).
+
+    ``out``, when given, is where the plan will run: images already written there were
+    checked before they were written, and are not decoded again (by any worker).
 
     Raises:
         UsageError: a bad template or check option, or no dataset files under ``src``.
@@ -239,19 +243,21 @@ def build_native_plan(dataset: NativeDataset, src: str | Path, options: NativeOp
             notes.append(f"{source.split}: {unlabeled} of {count} {dataset.unit} have no "
                          f"{dataset.label_field}: written as unlabeled evaluation records "
                          "(assistant null)")
+    images_root = str(Path(out).absolute() / IMAGES_DIR) if out is not None else None
     return Plan(dataset=dataset.name, items=items,
                 process=functools.partial(process_item, record=dataset.record,
                                           image_folder=dataset.image_folder,
                                           prompt=options.prompt, link=options.link,
-                                          check=options.check),
+                                          check=options.check,
+                                          images_root=images_root),
                 options={"prompt": options.prompt, "check": options.check},
                 shard_names={item.split: f"{dataset.name}_{item.split}.jsonl" for item in items},
                 notes=notes, unit=dataset.unit, preload=(dataset.record.__module__,))
 
 
 def process_item(item: WorkItem, *, record: RecordFunction, image_folder: str | None,
-                 prompt: str, link: bool = False, check: str = "decode"
-                 ) -> Converted | Skipped:
+                 prompt: str, link: bool = False, check: str = "decode",
+                 images_root: str | None = None) -> Converted | Skipped:
     """The framework's row function: check every image of the row, build the record.
 
     Returns:
@@ -264,7 +270,8 @@ def process_item(item: WorkItem, *, record: RecordFunction, image_folder: str | 
     try:
         media, notes = [], []
         for source in payload["images"]:
-            file, note = image_media(source, image_folder or item.split, link=link, check=check)
+            file, note = image_media(source, image_folder or item.split, link=link, check=check,
+                                     images_root=images_root)
             media.append(file)
             notes += [note] if note else []
         built = record(payload["row"], record_id=payload["id"],

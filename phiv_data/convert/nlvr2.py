@@ -204,14 +204,18 @@ def iter_rows(source: SplitSource, src: Path, index: FileIndex) -> Iterator[RowI
                 yield RowImages(row, images)
 
 
-def build_plan(src: str | Path, options: NLVR2Options = NLVR2Options()) -> Plan:
+def build_plan(src: str | Path, options: NLVR2Options = NLVR2Options(),
+               out: str | Path | None = None) -> Plan:
     """Every sentence under ``src`` as a work item, split by split, in file order.
+
+    ``out``, when given, is where the plan will run: images already written there (and
+    so already checked) are not decoded again.
 
     Raises:
         UsageError: no NLVR2 files under ``src``, or a bad prompt template.
         DataError: a parquet file without image columns.
     """
-    return build_native_plan(DATASET, src, options)
+    return build_native_plan(DATASET, src, options, out)
 
 
 def convert(src: str | Path, out: str | Path, options: NLVR2Options = NLVR2Options(),
@@ -231,7 +235,7 @@ def convert(src: str | Path, out: str | Path, options: NLVR2Options = NLVR2Optio
         UsageError: bad ``src``, template or ``out``.
         DataError: a parquet file without image columns, or any skipped row under ``strict``.
     """
-    return run_conversion(build_plan(src, options), out, run)
+    return run_conversion(build_plan(src, options, out), out, run)
 
 
 def parse_label(value: Any) -> bool | None:
