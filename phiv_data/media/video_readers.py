@@ -71,6 +71,7 @@ class PyAVVideo:
 
     def __init__(self, path: Path) -> None:
         import av
+        import av.video.reformatter
 
         self.path = path
         try:
@@ -126,6 +127,9 @@ class PyAVVideo:
             self.frames_decoded = 0
             """Frames decoded so far (seeking decodes fewer)."""
             self._clean: dict[int, bool] = {}
+            # one converter for every frame: frame.to_ndarray(format=...) sets up a new one
+            # each call, which costs more than the conversion itself (same pixels)
+            self._to_rgb = av.video.reformatter.VideoReformatter()
             # frame i (presentation order) has the i-th smallest packet timestamp: checked
             # on every frame decoded after a skip
             self._presentation_pts: list[int] | None = None
@@ -239,7 +243,7 @@ class PyAVVideo:
                 if start and (index >= len(expected) or expected[index] != frame.pts):
                     raise _NotExact
                 if index in wanted_set:
-                    frames[index] = frame.to_ndarray(format="rgb24")
+                    frames[index] = self._to_rgb.reformat(frame, format="rgb24").to_ndarray()
                 if index == last:
                     break
             else:
