@@ -46,8 +46,8 @@ class TrainConfig(BaseModel):
     max_eval_samples: int | None = Field(default=None, ge=1, description=(
         "Evaluate on the first N records only."))
     full_train: bool = Field(default=True, description=(
-        "Recipe flag (DocVQA): train on the whole train split; phiv always does, "
-        "use --max-train-samples for a mini run."))
+        "Recipe flag (DocVQA): train on the whole train split, as phiv always does; a mini "
+        "run is --max-train-samples N."))
     num_crops: int | None = Field(default=None, ge=1, le=64, description=(
         "Most 336-pixel crops per image; default 16 for single-image data, 4 when records "
         "hold several images (video frames)."))
@@ -181,6 +181,9 @@ class TrainConfig(BaseModel):
             raise ValueError(
                 f"--batch-size {self.batch_size} is not a multiple of --per-device-batch-size "
                 f"{self.per_device_batch_size}")
+        if not self.full_train and self.max_train_samples is None:
+            raise ValueError("--no-full-train: phiv trains on the whole train split; for a mini "
+                             "run say how many records with --max-train-samples N")
         if self.max_length == 0:
             self.max_length = None
         return self

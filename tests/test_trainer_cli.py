@@ -100,6 +100,7 @@ def test_config_file_errors_name_the_file_and_key(tmp_path):
     (["--too-long", "cut"], "invalid choice"),
     (["--learning-rate", "fast"], "invalid"),
     (["--bogus"], "unrecognized arguments: --bogus"),
+    (["--no-full-train"], "--max-train-samples N"),
 ])
 def test_bad_options_are_one_line_usage_errors(arguments, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
