@@ -124,8 +124,8 @@ class TrainConfig(BaseModel):
     offload: Literal["none", "optimizer", "all"] = Field(default="none", description=(
         "DeepSpeed CPU offload: the optimizer state, or optimizer and parameters (ZeRO-3)."))
     ddp_find_unused_parameters: bool | None = Field(default=None, description=(
-        "DDP unused-parameter search; default: on when the vision tower is trained (text-only "
-        "batches leave it unused)."))
+        "DDP unused-parameter search; off by default: the model ties the parameters a batch "
+        "leaves unused (text-only batches and the vision tower) to the loss with a zero."))
     ddp_backend: str | None = Field(default=None, description=(
         "torch.distributed backend; default nccl on GPUs, gloo on CPU."))
     local_rank: int = Field(default=-1, description=(

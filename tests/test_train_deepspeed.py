@@ -1,5 +1,6 @@
-"""DeepSpeed ZeRO-2 over two processes (torchrun, gloo, CPU), started by ``phiv-train
---nproc-per-node 2`` itself; resuming from a ZeRO checkpoint reproduces the losses."""
+"""Distributed runs on CPU (gloo): DeepSpeed ZeRO-2 over two processes started by
+``phiv-train --nproc-per-node 2`` itself, resuming from a ZeRO checkpoint with the same
+losses; ZeRO-2 without a launcher; LoRA under plain DDP with text-only records."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from fixtures_train import base_arguments, colour_dataset
+from fixtures_train import base_arguments, colour_dataset, colour_record, write_dataset
 from safetensors.torch import load_file
 
 from phiv_train.model import Phi3VForCausalLM
@@ -98,3 +99,23 @@ def test_zero2_without_a_launcher_runs_as_a_world_of_one(tmp_path):
     summary = json.loads((output / "train_summary.json").read_text())
     assert summary["world_size"] == 1 and summary["deepspeed_zero_stage"] == 2
     assert summary["global_step"] == 2 and (output / "checkpoint-2" / "global_step2").is_dir()
+
+
+@pytest.mark.slow
+def test_lora_under_ddp_with_text_only_records(tmp_path):
+    """Batches without images leave the vision adapters without gradient; DDP must not fail
+    on that (the model ties them to the loss with a zero)."""
+    checkpoint = write_tiny_checkpoint(tmp_path / "tiny")
+    records = [colour_record("train", i, ("red", "blue")[i % 2]) for i in range(4)]
+    records += [{"id": f"text-{i}", "conversations": [
+        {"images": [], "user": "Say red.", "assistant": "red"}]} for i in range(4)]
+    data = write_dataset(tmp_path / "data", {"train": records})
+    output = tmp_path / "out"
+    phiv_train(base_arguments(checkpoint, data, output, **{
+        "batch-size": 2, "per-device-batch-size": 1, "learning-rate": 2e-2,
+        "lora-rank": 4, "max-steps": 4}) + ["--use-lora", "--no-eval-after-training"])
+    summary = json.loads((output / "train_summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["deepspeed_zero_stage"] == 0
+    losses = [entry["loss"] for entry in summary["losses"]]
+    assert len(losses) == 4 and losses[-1] < losses[0]
+    assert (output / "adapter_model.safetensors").is_file()
