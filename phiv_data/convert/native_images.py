@@ -1,8 +1,10 @@
 """Images of public datasets' rows: identified by content, checked, described for writing.
 
 A ``.png`` holding a JPEG gets a ``.jpg`` name (its bytes are copied unchanged). Each image is
-checked once per worker before it is written (decoded, or its PNG chunks verified), so a
-missing or unreadable image is reported with its row instead of reaching training.
+checked before it is written (decoded, or its PNG chunks verified), so a missing or
+unreadable image is reported with its row instead of reaching training. The result is
+remembered per worker, and an image already in the output (so checked by whichever worker
+wrote it, or by an earlier run) is not decoded again.
 """
 
 from __future__ import annotations
