@@ -225,3 +225,12 @@ def test_resume_after_a_missing_image_appeared_is_refused_not_stale(tmp_path):
     image.write_bytes(data)  # the user fixed the input: the journaled skip no longer holds
     with pytest.raises(UsageError, match="the input files differ"):
         convert(tmp_path / "src", tmp_path / "out", run=ONE)
+
+
+def test_every_split_file_in_order_including_test2(tmp_path):
+    make_nlvr2_tree(tmp_path / "src", splits={"test2": 1, "dev": 1, "test1": 1}, jpeg_as_png=0)
+    report = convert(tmp_path / "src", tmp_path / "out", run=ONE)
+    assert list(report.records) == ["dev", "test1", "test2"] and not report.skipped
+    (first, _) = records(tmp_path / "out" / "nlvr2_test2.jsonl")
+    assert first.conversations[0].images == ["test2/test2-100-0-img0.png",
+                                             "test2/test2-100-0-img1.png"]
