@@ -118,12 +118,22 @@ def test_header_reads_size_and_exif_orientation_without_decoding(tmp_path, monke
 def test_header_errors_are_media_errors(tmp_path):
     (tmp_path / "zero.jpg").write_bytes(b"")
     (tmp_path / "junk.jpg").write_bytes(b"junk")
-    with pytest.raises(MediaError, match="empty file"):
+    with pytest.raises(MediaError, match="zero.jpg: empty file"):
         read_image_header(tmp_path / "zero.jpg")
-    with pytest.raises(MediaError, match="not a readable image"):
+    with pytest.raises(MediaError, match="junk.jpg: not a readable image"):
         read_image_header(tmp_path / "junk.jpg")
-    with pytest.raises(MediaError, match="cannot read"):
+    with pytest.raises(MediaError, match="absent.jpg: cannot read"):
         read_image_header(tmp_path / "absent.jpg")
+
+
+def test_good_images_never_build_a_display_path(tmp_path, monkeypatch):
+    # display_path resolves paths (system calls): it is for error messages only, not for
+    # every header the token budget reads.
+    Image.new("RGB", (40, 30)).save(tmp_path / "good.jpg")
+    monkeypatch.setattr(image_helpers, "display_path",
+                        lambda path: (_ for _ in ()).throw(AssertionError("display_path")))
+    assert read_image_header(tmp_path / "good.jpg").oriented_size == (40, 30)
+    assert inspect_image(tmp_path / "good.jpg").problems == []
 
 
 def test_mode_problem_names_each_mode():

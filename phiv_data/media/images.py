@@ -143,7 +143,10 @@ def _header_of(image: Image.Image) -> ImageHeader:
                        orientation=_orientation(image), has_transparency=transparency)
 
 
-def _open(source: str | Path | io.BytesIO, shown: str) -> Image.Image:
+def _open(source: str | Path | io.BytesIO, path: str | Path) -> Image.Image:
+    # ``path`` is only turned into a display path on failure: display_path resolves the
+    # path and the working directory (system calls), which would cost more than reading
+    # a small JPEG header on the success path.
     from PIL import Image, UnidentifiedImageError
 
     with warnings.catch_warnings():
@@ -153,10 +156,10 @@ def _open(source: str | Path | io.BytesIO, shown: str) -> Image.Image:
         try:
             return Image.open(source)
         except Image.DecompressionBombError as error:
-            raise MediaError(f"{shown}: {error}", hint=BOMB_HINT) from None
+            raise MediaError(f"{display_path(path)}: {error}", hint=BOMB_HINT) from None
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
             raise MediaError(
-                f"{shown}: not a readable image ({error})",
+                f"{display_path(path)}: not a readable image ({error})",
                 hint="replace or re-export the file as JPEG or PNG",
             ) from None
 
@@ -173,13 +176,14 @@ def read_image_header(path: str | Path) -> ImageHeader:
     Raises:
         MediaError: when the file is missing, empty or not an image Pillow can identify.
     """
-    shown = display_path(path)
     try:
-        if os.path.getsize(path) == 0:
-            raise MediaError(f"{shown}: empty file (0 bytes)", hint="re-extract the image")
+        empty = os.path.getsize(path) == 0
     except OSError as error:
-        raise MediaError(f"{shown}: cannot read ({error.strerror})") from None
-    image = _open(path, shown)
+        raise MediaError(f"{display_path(path)}: cannot read ({error.strerror})") from None
+    if empty:
+        raise MediaError(f"{display_path(path)}: empty file (0 bytes)",
+                         hint="re-extract the image")
+    image = _open(path, path)
     try:
         return _header_of(image)
     finally:
@@ -292,7 +296,7 @@ def inspect_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS,
         report.problems.append(("empty", "empty file (0 bytes): re-extract the image"))
         return report
     try:
-        image = _open(io.BytesIO(data), display_path(path))
+        image = _open(io.BytesIO(data), path)
     except MediaError as error:
         kind = ("bomb" if error.hint == BOMB_HINT else
                 "truncated" if "truncated" in error.message.lower() else "unreadable")
