@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import subprocess
+import sys
+
 import orjson
 import pytest
+from PIL import Image
 from pydantic import ValidationError
 
-from phiv_data import SCHEMA_VERSION, Record, Turn
+from phiv_data import SCHEMA_VERSION, Record, Turn, read_records
+from phiv_data.validate import ValidationOptions, validate_paths
 from phiv_data.phi3v import find_special_text, hd_grid, image_token_count
 
 RECIPE_LINE = (
@@ -24,6 +31,60 @@ def test_recipe_line_validates_and_round_trips():
     assert record.images[1].endswith(".1.jpg")
     assert record.to_json_dict() == orjson.loads(RECIPE_LINE)
     assert SCHEMA_VERSION == "1.0"
+
+
+SEED_CLASSES = ["ApplyEyeMakeup", "ApplyLipstick", "Archery", "BabyCrawling", "BalanceBeam",
+                "BandMarching", "BaseballPitch", "Basketball", "BasketballDunk", "BenchPress"]
+SEED_PROMPT = ("Classify the video into one of the following classes: "
+               + ", ".join(SEED_CLASSES) + ".")
+
+
+def recipe_lines(split: str, count: int) -> list[str]:
+    """Lines as the recipe's converter writes them: ``json.dumps`` defaults (", " and ": "
+    separators, ASCII escapes), ids ``{split}-{i:010d}``, 8 frames per video."""
+    lines = []
+    for index in range(count):
+        label = SEED_CLASSES[index % len(SEED_CLASSES)]
+        stem = f"v_{label}_g{index % 25 + 1:02d}_c{index % 7 + 1:02d}"
+        lines.append(json.dumps({
+            "id": f"{split}-{index:010d}", "source": "ucf101",
+            "conversations": [{"images": [f"{split}/{label}/{stem}.{k}.jpg" for k in range(8)],
+                               "user": SEED_PROMPT, "assistant": label}]}))
+    return lines
+
+
+def test_every_recipe_line_validates_unchanged(tmp_path):
+    # The two lines printed in the recipe's README, byte for byte, then generated ones.
+    seed = [json.dumps({"id": f"val-000000030{n}", "source": "ucf101", "conversations": [{
+        "images": [f"val/BabyCrawling/v_BabyCrawling_{clip}.{k}.jpg" for k in range(8)],
+        "user": SEED_PROMPT, "assistant": "BabyCrawling"}]})
+        for n, clip in ((0, "g21_c04"), (1, "g09_c06"))]
+    assert seed[0].startswith('{"id": "val-0000000300", "source": "ucf101", "conversations": '
+                              '[{"images": ["val/BabyCrawling/v_BabyCrawling_g21_c04.0.jpg", ')
+    for split in ("train", "val", "test"):
+        lines = (seed if split == "val" else []) + recipe_lines(split, 30)
+        path = tmp_path / f"ucf101_{split}.jsonl"
+        path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+        for line in lines:
+            for image in json.loads(line)["conversations"][0]["images"]:
+                (tmp_path / "images" / image).parent.mkdir(parents=True, exist_ok=True)
+                colour = tuple(hashlib.sha256(image.encode()).digest()[:3])
+                Image.new("RGB", (32, 24), colour).save(tmp_path / "images" / image)
+        assert [record.to_json_dict() for _, record in read_records(path)] == [
+            json.loads(line) for line in lines]
+    report = validate_paths([tmp_path], ValidationOptions(
+        workers=1, check_images="decode", max_length=8192))
+    assert report.ok and report.issues == [], report.render_text()
+    assert [summary.records for summary in report.files] == [30, 30, 32]
+
+
+def test_importing_phiv_data_does_not_import_torch():
+    code = ("import sys, phiv_data, phiv_data.cli, phiv_data.validate, phiv_data.shards\n"
+            "print(sorted(name for name in ('torch', 'transformers', 'tokenizers', 'cv2')"
+            " if name in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True)
+    assert result.stdout.strip() == "[]"
 
 
 def test_optional_additions():

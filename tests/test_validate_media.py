@@ -161,6 +161,21 @@ def test_identical_content_under_another_name_is_reported_on_the_later_line(tmp_
     assert report.ok  # a warning only
 
 
+def test_identical_frames_of_one_record_name_the_earlier_field(tmp_path):
+    root = tmp_path / "images"
+    root.mkdir()
+    Image.new("RGB", (20, 20), (5, 6, 7)).save(root / "f.0.png")
+    names = [f"f.{index}.png" for index in range(12)]
+    for name in names[1:]:
+        (root / name).write_bytes((root / "f.0.png").read_bytes())
+    path = write_jsonl(tmp_path / "data.jsonl", [names])
+    report = validate_paths([path], ValidationOptions(workers=1, check_images="decode"))
+    duplicates = [issue for issue in report.issues if issue.code == "W-IMAGE-DUPLICATE"]
+    assert [issue.field for issue in duplicates] == [
+        f"conversations[0].images[{index}]" for index in range(1, 12)]
+    assert all("as 'f.0.png' (line 1)" in issue.message for issue in duplicates)
+
+
 def test_images_shared_between_files_are_leakage_warnings(tmp_path):
     root = tmp_path / "images"
     root.mkdir()

@@ -341,7 +341,10 @@ class _ChunkValidator:
         fresh = candidates.difference(self.reported_media)
         located = first_lines(where(), fresh) if fresh else {}
         self.reported_media.update(fresh)
-        for path in sorted(candidates, key=lambda item: located.get(item, (0,))[0]):
+        # In order of first use (line, then field), so that of two identical images the
+        # earlier one is the original and the later one is reported.
+        order = {path: position for position, path in enumerate(located)}
+        for path in sorted(candidates, key=lambda item: order.get(item, -1)):
             report, first_time = inspector.inspect(path)
             problems = inspector.problems(report)
             errors = [problem for problem in problems if problem[0].startswith("E-")]
