@@ -112,6 +112,18 @@ def write_parquet(path: Path, rows: list[dict[str, Any]]) -> Path:
     return path
 
 
+def write_parquet_with_datasets(path: Path, rows: list[dict[str, Any]],
+                                features: dict[str, Any]) -> Path:
+    """Rows saved by ``datasets`` itself (``Dataset.to_parquet``), with its feature metadata;
+    ``features`` maps a column to a ``datasets`` feature (``datasets.Image()``, ...)."""
+    import datasets
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table = datasets.Dataset.from_list(rows, features=datasets.Features(features))
+    table.to_parquet(str(path))
+    return path
+
+
 def image_cell(data: bytes, path: str | None) -> dict[str, Any]:
     """A ``datasets`` Image feature as stored in parquet: ``{"bytes", "path"}``."""
     return {"bytes": data, "path": path}

@@ -128,6 +128,30 @@ def test_parquet_copy_with_string_ids_and_several_files(tmp_path):
     assert records(out / "docvqa_test.jsonl")[0].conversations[0].assistant is None
 
 
+def test_parquet_saved_by_datasets(tmp_path):
+    import datasets
+    from native_factories import document_page, docvqa_items, encode, write_parquet_with_datasets
+
+    text, strings = datasets.Value("string"), datasets.Sequence(datasets.Value("string"))
+    rows, pages = [], {}
+    for item in docvqa_items("validation", 3, pages=2):
+        name = item["image"].split("/")[-1]
+        pages.setdefault(name, encode(document_page(seed=len(pages)), "PNG"))
+        rows.append({**item, "questionId": str(item["questionId"]),
+                     "image": {"bytes": pages[name], "path": None}})
+    write_parquet_with_datasets(
+        tmp_path / "src" / "data" / "validation-00000-of-00001.parquet", rows,
+        {"questionId": text, "question": text, "question_types": strings,
+         "image": datasets.Image(), "docId": datasets.Value("int64"), "ucsf_document_id": text,
+         "ucsf_document_page_no": text, "answers": strings, "data_split": text})
+    report = convert(tmp_path / "src", tmp_path / "out", run=ONE)
+    assert report.records == {"val": 3} and not report.skipped
+    first = records(tmp_path / "out" / "docvqa_val.jsonl")[0]
+    assert first.meta["questionId"] == 1000 and first.meta["answers"] == ["0.00"]
+    assert (tmp_path / "out" / "images" / first.conversations[0].images[0]).read_bytes() == (
+        pages[first.conversations[0].images[0].split("/")[-1]])
+
+
 def test_parquet_and_official_files_together_are_refused(tmp_path):
     make_docvqa_tree(tmp_path / "src", splits={"train": 2})
     make_docvqa_parquet(tmp_path / "src" / "hf", splits={"train": 2})

@@ -135,6 +135,29 @@ def test_parquet_variants(tmp_path, layout):
     assert written.read_bytes() == tree.images["validation-100-0-img1.png"]
 
 
+def test_parquet_saved_by_datasets_with_a_list_of_images(tmp_path):
+    import datasets
+    from native_factories import write_parquet_with_datasets
+
+    left, right = encode(photo(seed=1), "PNG"), encode(photo(seed=2), "JPEG")
+    write_parquet_with_datasets(
+        tmp_path / "src" / "test1-00000-of-00001.parquet",
+        [{"identifier": "test1-7-1-0", "sentence": "Two dogs.", "label": 0,
+          "images": [{"bytes": left, "path": None}, {"bytes": right, "path": None}]}],
+        {"identifier": datasets.Value("string"), "sentence": datasets.Value("string"),
+         "label": datasets.ClassLabel(names=["True", "False"]),
+         "images": datasets.Sequence(datasets.Image())})
+    report = convert(tmp_path / "src", tmp_path / "out", run=ONE)
+    (record,) = records(tmp_path / "out" / "nlvr2_test1.jsonl")
+    # a ClassLabel's integer means its name: 0 is "True" in this copy's feature metadata
+    assert record.conversations[0].assistant == "True"
+    # the right image is a JPEG: named by its content
+    assert record.conversations[0].images == ["test1/test1-7-1-img0.png",
+                                              "test1/test1-7-1-img1.jpg"]
+    assert (tmp_path / "out" / "images" / "test1" / "test1-7-1-img1.jpg").read_bytes() == right
+    assert not report.skipped
+
+
 def test_parquet_without_image_columns_is_refused(tmp_path):
     from native_factories import write_parquet
 

@@ -234,9 +234,26 @@ def is_image_type(arrow_type: Any) -> bool:
     return bool(pa.types.is_binary(arrow_type) or pa.types.is_large_binary(arrow_type))
 
 
+def class_label_names(schema: Any) -> dict[str, list[str]]:
+    """Column -> names of each ``datasets`` ClassLabel column, from the feature metadata
+    that ``datasets`` stores in the parquet schema (empty when there is none)."""
+    raw = (schema.metadata or {}).get(b"huggingface")
+    try:
+        features = orjson.loads(raw)["info"]["features"] if raw else {}
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return {}
+    return {name: list(feature["names"]) for name, feature in features.items()
+            if isinstance(feature, dict) and feature.get("_type") == "ClassLabel"
+            and isinstance(feature.get("names"), list)}
+
+
 def read_parquet_rows(path: Path, shown: str
                       ) -> tuple[list[str], Iterator[tuple[NativeRow, int, int]]]:
     """The rows of a parquet file (a Hugging Face copy), without their image columns.
+
+    ``datasets`` ClassLabel columns hold integers whose meaning is the feature's list of
+    names (NLVR2's label may be ``["False", "True"]`` or the other way round): each is
+    replaced by its name, so rows read as the official files do.
 
     Returns:
         ``(image_columns, rows)``: the names of the image columns, and for every row its
@@ -250,6 +267,7 @@ def read_parquet_rows(path: Path, shown: str
     schema = source.schema_arrow
     image_columns = [field.name for field in schema if is_image_type(field.type)]
     other_columns = [field.name for field in schema if field.name not in image_columns]
+    labels = class_label_names(schema)
 
     def rows() -> Iterator[tuple[NativeRow, int, int]]:
         number = 0
@@ -257,6 +275,10 @@ def read_parquet_rows(path: Path, shown: str
             table = source.read_row_group(group, columns=other_columns)
             for position, row in enumerate(table.to_pylist()):
                 number += 1
+                for column, names in labels.items():
+                    value = row.get(column)
+                    if isinstance(value, int) and 0 <= value < len(names):
+                        row[column] = names[value]
                 yield NativeRow(shown, None, f"row {number}", row), group, position
 
     return image_columns, rows()
