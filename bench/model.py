@@ -4,7 +4,7 @@ For each attention implementation given (side by side, in one run, each on a fre
 with the same seed and inputs) it times full fine-tuning steps (forward with loss, backward;
 no optimizer) on a batch of samples that each hold one image of ``--grid`` crops plus
 ``--text`` text tokens, and reports steps/s, images/s, tokens/s, peak memory, and the
-ratio to the first implementation listed.
+ratio to the first implementation measured.
 
 - ``--size full``: the released dimensions (4.15B parameters; CLIP ViT-L/14-336, 32-layer
   3072-wide decoder, LongRoPE), initialised at random directly on the device in ``--dtype``.
@@ -17,8 +17,11 @@ Usage::
         --gradient-checkpointing --json bench-model.json
     python bench/model.py --device cpu --dtype fp32 --size tiny --attn eager,sdpa
 
-A requested flash-attention that cannot run here falls back to SDPA with a warning; the
-table shows the implementation that actually ran.
+An implementation that cannot run here (``flash_attention_2`` without the flash-attn
+package, off CUDA or in fp32) is reported as unavailable, with the reason, and the others
+still run; ``auto`` runs what it resolves to (the table shows which). A run that fails
+(out of memory, a kernel error) is reported as failed without losing the other runs'
+figures, and the exit status is then 1.
 """
 
 from __future__ import annotations
@@ -36,7 +39,11 @@ import torch
 
 from phiv_data.phi3v import CROP_SIZE
 from phiv_train.model import Phi3VConfig, Phi3VForCausalLM, image_token_counts
-from phiv_train.model.checkpoint import resolve_attention
+from phiv_train.model.checkpoint import (
+    ATTENTION_CHOICES,
+    flash_attention_problem,
+    resolve_attention,
+)
 from phiv_train.model.tiny import tiny_config_dict
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -141,6 +148,52 @@ def run_one(args: argparse.Namespace, attention: str, device: torch.device) -> d
     return result
 
 
+def unavailable_reason(attention: str, device: torch.device, dtype: torch.dtype) -> str | None:
+    """Why ``attention`` cannot run on ``device`` in ``dtype``, or None when it can."""
+    if attention != "flash_attention_2":
+        return None
+    if device.type != "cuda":
+        return f"it needs a CUDA device, not {device.type}"
+    return flash_attention_problem(dtype)
+
+
+def run_all(args: argparse.Namespace, device: torch.device) -> list[dict[str, Any]]:
+    """Run every implementation in ``args.attn``; unavailable or failed ones get a reason."""
+    results = []
+    for attention in (name.strip() for name in args.attn.split(",")):
+        if not attention:
+            continue
+        reason = unavailable_reason(attention, device, DTYPES[args.dtype])
+        if reason is not None:
+            print(f"# {attention}: unavailable, {reason}", flush=True)
+            results.append({"requested": attention, "attention": attention, "unavailable": reason})
+            continue
+        try:
+            results.append(run_one(args, attention, device))
+        except (RuntimeError, ImportError) as error:
+            # Out of memory and kernel failures are RuntimeErrors; keep the other figures.
+            message = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+            print(f"# {attention}: failed, {message}", flush=True)
+            results.append({"requested": attention, "attention": attention, "failed": message})
+        gc.collect()  # the previous model is unreachable now; free it before the next
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    return results
+
+
+def _row(result: dict[str, Any], first: dict[str, Any] | None) -> str:
+    label = result["attention"] if result["attention"] == result["requested"] else f"{result['attention']} (asked {result['requested']})"
+    if "unavailable" in result:
+        return f"{label:<34} unavailable: {result['unavailable']}"
+    if "failed" in result:
+        return f"{label:<34} failed: {result['failed']}"
+    ratio = first["step_seconds"] / result["step_seconds"]
+    return (
+        f"{label:<34} {result['step_seconds']:>8.3f} {result['images_per_second']:>9.2f} "
+        f"{result['tokens_per_second']:>10.0f} {result['peak_memory_gb']:>8.2f} {ratio:>7.2f}x"
+    )
+
+
 def _training_step(model: Phi3VForCausalLM, batch: dict[str, torch.Tensor]) -> float:
     model.zero_grad(set_to_none=True)
     loss = model(**batch).loss
@@ -170,12 +223,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args(argv)
+    unknown = [name.strip() for name in args.attn.split(",") if name.strip() not in ("", *ATTENTION_CHOICES)]
+    if unknown:
+        parser.error(f"--attn: unknown implementation {', '.join(unknown)} (choose from {', '.join(ATTENTION_CHOICES)})")
     device = torch.device(args.device)
-    results = []
-    for attention in (name.strip() for name in args.attn.split(",")):
-        if attention:
-            results.append(run_one(args, attention, device))
-            gc.collect()  # the previous model is unreachable now; free it before the next
+    results = run_all(args, device)
     setting = (
         f"{args.size} model, {args.dtype}, device {device}"
         f" ({torch.cuda.get_device_name(device) if device.type == 'cuda' else platform.processor() or 'cpu'}),"
@@ -185,18 +237,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(setting)
     print(f"{'attention':<34} {'step s':>8} {'images/s':>9} {'tokens/s':>10} {'peak GB':>8} {'vs first':>8}")
+    measured = [result for result in results if "step_seconds" in result]
     for result in results:
-        ratio = results[0]["step_seconds"] / result["step_seconds"]
-        label = result["attention"] if result["attention"] == result["requested"] else f"{result['attention']} (asked {result['requested']})"
-        print(
-            f"{label:<34} {result['step_seconds']:>8.3f} {result['images_per_second']:>9.2f} "
-            f"{result['tokens_per_second']:>10.0f} {result['peak_memory_gb']:>8.2f} {ratio:>7.2f}x"
-        )
+        print(_row(result, measured[0] if measured else None))
     if args.json:
         payload = {"setting": setting, "torch": torch.__version__, "results": results}
         with open(args.json, "w", encoding="utf-8") as handle:
             json.dump(payload, handle, indent=2)
-    return 0
+    return 1 if any("failed" in result for result in results) else 0
 
 
 if __name__ == "__main__":

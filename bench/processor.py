@@ -31,6 +31,8 @@ implementations' outputs are copied to it inside the timed region.
 from __future__ import annotations
 
 import argparse
+import functools
+import os
 import platform
 import statistics
 import sys
@@ -44,8 +46,8 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from phiv_train.processing import Phi3VImageProcessor  # noqa: E402
-from phiv_train.processing.reference import reference_process_images  # noqa: E402
+from phiv_train.processing import Phi3VImageProcessor
+from phiv_train.processing.reference import reference_process_images
 
 
 def make_page(seed: int, width: int = 1700, height: int = 2250) -> Image.Image:
@@ -101,7 +103,8 @@ def main() -> None:
           f"Pillow {Image.__version__}, numpy {np.__version__}, torch threads "
           f"{torch.get_num_threads()}, {platform.processor() or platform.machine()}, "
           f"device {device}")
-    print(f"# {args.images} images per kind, median of {args.repeat} runs each, alternating")
+    print(f"# {args.images} images per kind, median of {args.repeat} runs each, alternating; "
+          f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     print(f"{'input':<34} {'crops':>5} {'baseline img/s':>15} {'phiv img/s':>11} {'ratio':>6}")
     for kind, images in inputs(args.images).items():
         for num_crops in args.crops:
@@ -112,16 +115,18 @@ def main() -> None:
             assert torch.equal(fast["image_sizes"], reference["image_sizes"]), (kind, num_crops)
             del fast, reference
             baseline_times, phiv_times = [], []
+            run_baseline = functools.partial(reference_process_images, images, num_crops)
+            run_phiv = functools.partial(processor, images)
             for _ in range(args.repeat):
-                baseline_times.append(timed(lambda: reference_process_images(images, num_crops),
-                                            device))
-                phiv_times.append(timed(lambda: processor(images), device))
+                baseline_times.append(timed(run_baseline, device))
+                phiv_times.append(timed(run_phiv, device))
             baseline = len(images) / statistics.median(baseline_times)
             phiv = len(images) / statistics.median(phiv_times)
             label = ("page 1700x2250 L" if kind == "page"
                      else "photo 640x480 + 768x1024 RGB")
             print(f"{label:<34} {num_crops:>5} {baseline:>15.1f} {phiv:>11.1f} "
-                  f"{phiv / baseline:>5.2f}x")
+                  f"{phiv / baseline:>5.2f}x", flush=True)
+    print(f"# load average after: {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

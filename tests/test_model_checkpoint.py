@@ -17,7 +17,7 @@ from phiv_train.model import (
     Phi3VConfig,
     Phi3VForCausalLM,
 )
-from phiv_train.model.checkpoint import EMBED_KEY, WTE_KEY
+from phiv_train.model.checkpoint import EMBED_KEY, WTE_KEY, resolve_attention
 from phiv_train.model.tiny import TINY_CONFIG, write_tiny_checkpoint
 from phiv_train.model.tiny import main as tiny_main
 from tests.model_fixtures import collate, load_tiny, make_sample, tiny_checkpoint_fixture  # noqa: F401
@@ -231,7 +231,11 @@ def test_broken_directories_are_clear_errors(tmp_path, tiny_checkpoint):
 
 
 def test_attention_choice(tiny_checkpoint, caplog):
-    assert load_tiny(tiny_checkpoint).config._attn_implementation == "sdpa"  # auto on CPU
+    with caplog.at_level(logging.INFO, logger="phiv_train.model.checkpoint"):
+        assert load_tiny(tiny_checkpoint).config._attn_implementation == "sdpa"  # auto on CPU
+    if not torch.cuda.is_available():
+        assert "attn_implementation 'auto': using sdpa, not flash_attention_2, because no CUDA device" in caplog.text
+    caplog.clear()
     if not torch.cuda.is_available():
         with caplog.at_level(logging.WARNING, logger="phiv_train.model.checkpoint"):
             model = load_tiny(tiny_checkpoint, attn_implementation="flash_attention_2")
@@ -239,6 +243,26 @@ def test_attention_choice(tiny_checkpoint, caplog):
         assert "flash_attention_2 was requested but no CUDA device is available; using sdpa" in caplog.text
     with pytest.raises(ModelConfigError, match="attn_implementation 'flash' is not supported"):
         load_tiny(tiny_checkpoint, attn_implementation="flash")
+
+
+def test_auto_attention_on_a_gpu_without_flash_attn_warns_and_picks_sdpa(monkeypatch, caplog):
+    import transformers.utils
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(transformers.utils, "is_flash_attn_2_available", lambda: False)
+    with caplog.at_level(logging.INFO, logger="phiv_train.model.checkpoint"):
+        assert resolve_attention("auto", torch.bfloat16) == "sdpa"
+    (record,) = caplog.records
+    assert record.levelno == logging.WARNING
+    assert "using sdpa, not flash_attention_2, because the flash-attn package is not installed" in record.message
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="phiv_train.model.checkpoint"):
+        assert resolve_attention("auto", torch.float32) == "sdpa"  # fp32: flash never runs
+    (record,) = caplog.records
+    assert record.levelno == logging.INFO and "bfloat16 or float16" in record.message
+    monkeypatch.setattr(transformers.utils, "is_flash_attn_2_available", lambda: True)
+    assert resolve_attention("auto", torch.bfloat16) == "flash_attention_2"
+    assert resolve_attention("sdpa", torch.bfloat16) == "sdpa"
 
 
 def test_dtype_argument(tiny_checkpoint):

@@ -33,7 +33,7 @@ SIZES = [(1, 1), (1, 3000), (3000, 1), (2, 3), (337, 335), (640, 480), (1700, 22
          (1024, 768), (100, 1000), (999, 101), (5000, 17)]
 
 
-@pytest.mark.parametrize("num_crops", [1, 2, 3, 4, 6, 9, 16])
+@pytest.mark.parametrize("num_crops", range(1, 17))
 def test_sizes_and_token_counts_match_the_formula_and_the_crops_written(num_crops):
     images = [Image.new("L", size, 128) for size in SIZES]
     out = Phi3VImageProcessor(num_crops)(images)
@@ -203,3 +203,12 @@ def test_empty_input_gives_empty_tensors():
     out = Phi3VImageProcessor(4)([])
     assert out["pixel_values"].shape == (0, 5, 3, CROP, CROP)
     assert out["image_sizes"].shape == (0, 2) and out["num_img_tokens"] == []
+
+
+def test_process_into_overwrites_every_view_of_a_dirty_buffer():
+    image = noise_image(700, 300)  # 2 of 4 crops: two padding views
+    out = torch.full((5, 3, CROP, CROP), float("nan"))
+    padded = Phi3VImageProcessor(4).process_into(image, out)
+    views, reference_padded = reference_process_image(image, 4)
+    assert list(padded) == reference_padded
+    assert torch.equal(out, views)

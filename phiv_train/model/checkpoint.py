@@ -153,10 +153,10 @@ def flash_attention_problem(dtype: torch.dtype | None) -> str | None:
 
     if not torch.cuda.is_available():
         return "no CUDA device is available"
-    if not is_flash_attn_2_available():
-        return "the flash-attn package is not installed (pip install 'phiv[flash]')"
     if dtype not in (torch.bfloat16, torch.float16):
         return f"it needs bfloat16 or float16 weights, not {dtype}"
+    if not is_flash_attn_2_available():
+        return "the flash-attn package is not installed (pip install 'phiv[flash]')"
     return None
 
 
@@ -164,8 +164,10 @@ def resolve_attention(requested: str | None, dtype: torch.dtype | None) -> str:
     """Turn ``"auto"`` (or None) into a concrete attention implementation.
 
     ``auto`` is flash-attention 2 when installed, on CUDA and with half-precision weights,
-    SDPA otherwise. An explicit ``flash_attention_2`` that cannot run falls back to SDPA
-    with a warning saying why (the two give the same results within rounding).
+    SDPA otherwise; the fallback is logged with its reason (a warning on a CUDA machine
+    with half-precision weights, where only the missing flash-attn package stands in the
+    way; an info line elsewhere). An explicit ``flash_attention_2`` that cannot run falls
+    back to SDPA with a warning saying why (the two give the same results within rounding).
 
     Args:
         requested: "auto", "eager", "sdpa", "flash_attention_2" or None.
@@ -190,6 +192,13 @@ def resolve_attention(requested: str | None, dtype: torch.dtype | None) -> str:
         return "flash_attention_2"
     if requested == "flash_attention_2":
         logger.warning("flash_attention_2 was requested but %s; using sdpa instead", problem)
+    else:
+        could_run = torch.cuda.is_available() and dtype in (torch.bfloat16, torch.float16)
+        logger.log(
+            logging.WARNING if could_run else logging.INFO,
+            "attn_implementation 'auto': using sdpa, not flash_attention_2, because %s",
+            problem,
+        )
     return "sdpa"
 
 
