@@ -1,6 +1,7 @@
 """Distributed runs on CPU (gloo): DeepSpeed ZeRO-2 over two processes started by
 ``phiv-train --nproc-per-node 2`` itself, resuming from a ZeRO checkpoint with the same
-losses; ZeRO-2 without a launcher; LoRA under plain DDP with text-only records."""
+losses; ZeRO-2 without a launcher and under the ``deepspeed`` launcher (which adds
+``--local_rank=N``); LoRA under plain DDP with text-only records."""
 
 from __future__ import annotations
 
@@ -119,3 +120,24 @@ def test_lora_under_ddp_with_text_only_records(tmp_path):
     losses = [entry["loss"] for entry in summary["losses"]]
     assert len(losses) == 4 and losses[-1] < losses[0]
     assert (output / "adapter_model.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_under_the_deepspeed_launcher(tmp_path):
+    checkpoint = write_tiny_checkpoint(tmp_path / "tiny")
+    data = colour_dataset(tmp_path / "data", train=4, val=0)
+    output = tmp_path / "out"
+    environment = dict(os.environ)
+    environment.setdefault("TORCH_EXTENSIONS_DIR", str(REPOSITORY / ".torch_extensions"))
+    launcher = Path(sys.executable).with_name("deepspeed")
+    command = [sys.executable, str(launcher), "--num_accelerators", "2",
+               "--master_port", str(free_port()), "--module", "phiv_train",
+               *base_arguments(checkpoint, data, output, **{
+                   "batch-size": 2, "per-device-batch-size": 1, "max-steps": 2}),
+               "--deepspeed", "zero2", "--no-eval-after-training"]
+    result = subprocess.run(command, capture_output=True, text=True, env=environment,
+                            cwd=REPOSITORY, timeout=600, check=False)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    assert "--local_rank=1" in result.stdout + result.stderr
+    summary = json.loads((output / "train_summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["global_step"] == 2
