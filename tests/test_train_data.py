@@ -41,6 +41,10 @@ def test_directory_means_train_split_and_val_for_evaluation(tmp_path):
     assert [source.path.name for source in train] == ["colours_train.jsonl"]
     assert [source.path.name for source in _evaluation_sources(config)] == ["colours_val.jsonl"]
     assert train[0].images_root == data / "images"
+    # the manifest itself names the same shards
+    by_manifest = TrainConfig(data=[str(data / "manifest.json")])
+    assert [source.path for source in _training_sources(by_manifest)] == [source.path for source in train]
+    assert [source.path.name for source in _evaluation_sources(by_manifest)] == ["colours_val.jsonl"]
     # explicit shard files are taken as given
     explicit = TrainConfig(data=[str(data / "colours_train.jsonl")],
                            eval_data=[str(data / "colours_test.jsonl")])
@@ -55,6 +59,8 @@ def test_unvalidated_shards_are_refused_with_the_command_to_run(tmp_path, capsys
         resolve_sources([data], split="train")
     with pytest.raises(ManifestError, match="never validated.*phiv-data validate"):
         resolve_sources([data / "colours_train.jsonl"], split=None)
+    with pytest.raises(ManifestError, match="never validated.*phiv-data validate"):  # --eval-data
+        _evaluation_sources(TrainConfig(eval_data=[str(data / "colours_train.jsonl")]))
     with pytest.raises(SystemExit) as exit_info:
         main(["--data", str(data), "--output-dir", str(tmp_path / "out"), "--model", "unused"])
     assert exit_info.value.code == 1
