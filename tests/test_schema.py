@@ -13,8 +13,8 @@ from PIL import Image
 from pydantic import ValidationError
 
 from phiv_data import SCHEMA_VERSION, Record, Turn, read_records
-from phiv_data.validate import ValidationOptions, validate_paths
 from phiv_data.phi3v import find_special_text, hd_grid, image_token_count
+from phiv_data.validate import ValidationOptions, validate_paths
 
 RECIPE_LINE = (
     b'{"id": "val-0000000300", "source": "ucf101", "conversations": [{"images": '
@@ -105,7 +105,8 @@ def test_optional_additions():
          ("conversations", 0, "user")),
         ({"id": "x", "conversations": [{"user": "a", "assistant": "b", "extra": 1}]},
          "extra_forbidden", ("conversations", 0, "extra")),
-        ({"id": "x", "conversations": [{"user": "a"}]}, "missing", ("conversations", 0, "assistant")),
+        ({"id": "x", "conversations": [{"user": "a"}]}, "missing",
+         ("conversations", 0, "assistant")),
         ({"id": "x", "conversations": [{"images": "a.jpg", "user": "a", "assistant": "b"}]},
          "list_type", ("conversations", 0, "images")),
     ],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import orjson
 import pytest
@@ -11,8 +12,10 @@ from typer.testing import CliRunner
 
 from phiv_data import ManifestError, load_manifest, verify_dataset, write_records
 from phiv_data.cli import app
-from phiv_data.shards import save_manifest, sha256_file
 from phiv_data.manifest import Manifest
+from phiv_data.shards import save_manifest, sha256_file
+from phiv_data.validate.issues import CATALOGUE, FIXES
+from phiv_data.validate.report import catalogue_markdown
 
 runner = CliRunner()
 
@@ -160,7 +163,23 @@ def test_usage_errors_exit_two_without_traceback(tmp_path, args):
     assert "Traceback" not in result.output
 
 
-def test_codes_lists_the_catalogue():
+def test_codes_lists_the_catalogue_with_fixes():
     result = runner.invoke(app, ["validate", "--codes"])
     assert result.exit_code == 0
-    assert "E-ID-DUPLICATE" in result.output and "W-LEAK-SHARED" in result.output
+    for code in CATALOGUE:
+        assert code in result.output and FIXES[code] in result.output
+    assert set(FIXES) == set(CATALOGUE)
+    assert all(fix.endswith(".") for fix in FIXES.values())
+
+
+def test_readme_issue_table_is_the_catalogue():
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Validating a dataset\n", 1)[1].split("\n## ", 1)[0]
+    table = section.split("<!-- validate-codes:start -->\n", 1)[1].split(
+        "\n<!-- validate-codes:end -->", 1)[0]
+    assert table == catalogue_markdown(), (
+        "README's issue table is stale: paste the output of `python -c 'from "
+        "phiv_data.validate.report import catalogue_markdown; print(catalogue_markdown())'`")
+    for option in ("--check-images", "--max-length", "--num-crops", "--tokenizer", "--strict",
+                   "--max-errors", "--workers", "--format json", "--no-manifest"):
+        assert option in section

@@ -81,6 +81,31 @@ def test_every_media_problem_has_its_code_on_its_line(tmp_path):
     assert report.errors == sum(code.startswith("E-") for code in expected.values())
 
 
+REMEDIES = {"E-IMAGE-EMPTY": ("re-extract",), "E-IMAGE-TRUNCATED": ("re-extract",),
+            "E-IMAGE-UNREADABLE": ("re-export it as JPEG or PNG",),
+            "E-IMAGE-BOMB": ("downscale",), "W-IMAGE-MODE": ("re-export", "flatten it"),
+            "W-IMAGE-EXIF-ROTATED": ("bake the rotation in",),
+            "W-IMAGE-ASPECT": ("crop or split",)}
+
+
+@pytest.mark.parametrize("check_images", ["decode", "exists"])
+def test_media_messages_say_what_to_do(tmp_path, check_images):
+    # With --max-length alone, image headers are read too (for the token counts): their
+    # problems must read the same as with decoding.
+    expected = make_images(tmp_path / "images")
+    png_header_only(tmp_path / "images" / "huge.png", 30000, 30000)  # past Pillow's own limit
+    expected["huge.png"] = "E-IMAGE-BOMB"
+    path = write_jsonl(tmp_path / "data.jsonl", [[name] for name in expected])
+    report = validate_paths([path], ValidationOptions(workers=1, check_images=check_images,
+                                                      max_length=100_000))
+    media = [issue for issue in report.issues if issue.code in REMEDIES]
+    assert media and all(any(remedy in issue.message for remedy in REMEDIES[issue.code])
+                         for issue in media), media
+    assert not any("BytesIO" in issue.message for issue in media)
+    bombs = [issue.message for issue in media if issue.code == "E-IMAGE-BOMB"]
+    assert len(bombs) == 2 and "900,000,000 pixels exceeds" in bombs[1]
+
+
 def test_exists_mode_does_not_open_images(tmp_path):
     make_images(tmp_path / "images")
     path = write_jsonl(tmp_path / "data.jsonl", [["truncated.jpg", "cmyk.jpg", "empty.jpg"]])

@@ -108,6 +108,8 @@ CASES: list[Case] = [
     Case("source_is_number", after_good(record("r1", source=7)), "E-SCHEMA-TYPE", 2, "source"),
     Case("unknown_record_field", after_good(record("r1", label="x")),
          "E-SCHEMA-UNKNOWN-FIELD", 2, "label"),
+    Case("unknown_field_named_by_a_digit", after_good(record("r1", **{"²": 1, "x2": 2})),
+         "E-SCHEMA-UNKNOWN-FIELD", 2, "²"),
     Case("unknown_turn_field", after_good({"id": "r1", "conversations": [_turn(question="q")]}),
          "E-SCHEMA-UNKNOWN-FIELD", 2, "conversations[0].question"),
     Case("empty_conversations", after_good({"id": "r1", "conversations": []}),

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,6 +110,28 @@ BOMB_HINT = "refused without decoding: downscale the image"
 ERROR_KINDS = frozenset({"empty", "unreadable", "truncated", "bomb"})
 """Problem kinds that make an image unusable (the others are warnings)."""
 
+_HINTS = {
+    "empty": "re-extract the image",
+    "unreadable": "replace the file or re-export it as JPEG or PNG",
+    "bomb": BOMB_HINT,
+}
+_PILLOW_BOMB = re.compile(r"\((\d+) pixels\) exceeds limit of (\d+) pixels")
+
+
+class ImageError(MediaError):
+    """An image file that cannot be used, with its problem kind.
+
+    Attributes:
+        kind: ``empty``, ``unreadable`` or ``bomb`` (see :data:`ERROR_KINDS`).
+        detail: the message without the file name, hint included: for reports that
+            already say which image it is.
+    """
+
+    def __init__(self, path: str | Path, kind: str, reason: str) -> None:
+        super().__init__(f"{display_path(path)}: {reason}", hint=_HINTS.get(kind))
+        self.kind = kind
+        self.detail = f"{reason}: {self.hint}" if self.hint else reason
+
 
 def _pil():
     # Pillow is imported on first use: validating without image checks never needs it.
@@ -144,24 +167,28 @@ def _header_of(image: Image.Image) -> ImageHeader:
 
 
 def _open(source: str | Path | io.BytesIO, path: str | Path) -> Image.Image:
-    # ``path`` is only turned into a display path on failure: display_path resolves the
-    # path and the working directory (system calls), which would cost more than reading
-    # a small JPEG header on the success path.
+    # ``path`` is only turned into a display path on failure (inside ImageError):
+    # display_path resolves the path and the working directory (system calls), which would
+    # cost more than reading a small JPEG header on the success path.
     from PIL import Image, UnidentifiedImageError
 
     with warnings.catch_warnings():
-        # Pillow warns (and past twice its limit raises) on big images; phiv applies its own
-        # limit from the header instead, so neither should fire here.
+        # Pillow warns on big images and raises past twice its own limit; phiv applies its
+        # limit from the header instead, and words Pillow's refusal the same way.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
             return Image.open(source)
         except Image.DecompressionBombError as error:
-            raise MediaError(f"{display_path(path)}: {error}", hint=BOMB_HINT) from None
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
-            raise MediaError(
-                f"{display_path(path)}: not a readable image ({error})",
-                hint="replace or re-export the file as JPEG or PNG",
-            ) from None
+            found = _PILLOW_BOMB.search(str(error))
+            reason = (f"{int(found.group(1)):,} pixels exceeds Pillow's "
+                      f"{int(found.group(2)):,}-pixel limit (possible decompression bomb)"
+                      if found else f"possible decompression bomb ({error})")
+            raise ImageError(path, "bomb", reason) from None
+        except UnidentifiedImageError:
+            raise ImageError(path, "unreadable", "not a readable image (unknown or damaged "
+                             "format)") from None
+        except (OSError, ValueError, SyntaxError) as error:
+            raise ImageError(path, "unreadable", f"not a readable image ({error})") from None
 
 
 def read_image_header(path: str | Path) -> ImageHeader:
@@ -174,15 +201,15 @@ def read_image_header(path: str | Path) -> ImageHeader:
         The :class:`ImageHeader`.
 
     Raises:
-        MediaError: when the file is missing, empty or not an image Pillow can identify.
+        ImageError: (a ``MediaError``) when the file is missing, empty, not an image Pillow
+            can identify, or so large that Pillow refuses to open it.
     """
     try:
         empty = os.path.getsize(path) == 0
     except OSError as error:
-        raise MediaError(f"{display_path(path)}: cannot read ({error.strerror})") from None
+        raise ImageError(path, "unreadable", f"cannot read ({error.strerror})") from None
     if empty:
-        raise MediaError(f"{display_path(path)}: empty file (0 bytes)",
-                         hint="re-extract the image")
+        raise ImageError(path, "empty", "empty file (0 bytes)")
     image = _open(path, path)
     try:
         return _header_of(image)
@@ -249,7 +276,8 @@ def header_problems(header: ImageHeader, *, max_pixels: int = DEFAULT_MAX_PIXELS
         problems.append((
             "aspect",
             f"extreme aspect ratio {header.aspect_ratio:.1f}:1 ({header.width}x{header.height}, "
-            f"limit {max_aspect_ratio:g}:1): little of it survives Phi-3.5-vision's crop grid",
+            f"limit {max_aspect_ratio:g}:1): little of it survives Phi-3.5-vision's crop grid; "
+            "crop or split it",
         ))
     return problems
 
@@ -263,10 +291,11 @@ def decode_problem(image: Image.Image) -> tuple[str, str] | None:
         image.load()
     except OSError as error:
         text = str(error)
-        kind = "truncated" if "truncated" in text or "broken data stream" in text else "unreadable"
-        return kind, f"cannot decode: {text}"
+        if "truncated" in text or "broken data stream" in text:
+            return "truncated", f"cannot decode: {text}: re-extract or re-download the image"
+        return "unreadable", f"cannot decode: {text}: {_HINTS['unreadable']}"
     except (ValueError, SyntaxError, EOFError, MemoryError) as error:
-        return "unreadable", f"cannot decode: {error}"
+        return "unreadable", f"cannot decode: {error}: {_HINTS['unreadable']}"
     return None
 
 
@@ -297,10 +326,9 @@ def inspect_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS,
         return report
     try:
         image = _open(io.BytesIO(data), path)
-    except MediaError as error:
-        kind = ("bomb" if error.hint == BOMB_HINT else
-                "truncated" if "truncated" in error.message.lower() else "unreadable")
-        report.problems.append((kind, error.message.split(": ", 1)[-1]))
+    except ImageError as error:
+        kind = "truncated" if "truncated" in error.message.lower() else error.kind
+        report.problems.append((kind, error.detail))
         return report
     with image:
         report.header = _header_of(image)

@@ -42,7 +42,8 @@ Token budget (``--max-length``)
     W-TOKENS-OVER, E-TOKENS-NOTHING-TO-LEARN (the first answer starts beyond the budget,
     so every label would be masked)
 
-The full catalogue with descriptions is :data:`CATALOGUE` (``phiv-data validate --codes``).
+The full catalogue with descriptions is :data:`CATALOGUE`, what to do about each code
+:data:`phiv_data.validate.issues.FIXES` (both printed by ``phiv-data validate --codes``).
 """
 
 from phiv_data.validate.issues import CATALOGUE, Issue, Severity, severity_of

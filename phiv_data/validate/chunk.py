@@ -22,8 +22,12 @@ from phiv_data.validate.fastpath import DecodeError, decode_record
 from phiv_data.validate.issues import Issue
 from phiv_data.validate.media import ImageResolver, MediaInspector, first_lines
 from phiv_data.validate.options import ValidationOptions
-from phiv_data.validate.rules import check_texts, check_unlabeled_turns, image_fields
-from phiv_data.validate.rules import path_syntax_problem
+from phiv_data.validate.rules import (
+    check_texts,
+    check_unlabeled_turns,
+    image_fields,
+    path_syntax_problem,
+)
 from phiv_data.validate.syntax import classify_line
 from phiv_data.validate.tokens import TokenCounter, image_tokens, record_length
 
@@ -387,7 +391,9 @@ class _ChunkValidator:
                     result.issues.append(Issue(
                         "W-TOKENS-OVER", f"{total} tokens ({sum(counts)} for {len(counts)} "
                         f"image(s) at num_crops={options.num_crops}) exceed --max-length "
-                        f"{options.max_length}{estimated}: the end is cut in training",
+                        f"{options.max_length}{estimated}: phiv-train stops on it unless "
+                        "--too-long drop or truncate_turns; use fewer images or crops, or raise "
+                        "the budget",
                         None, line, None, record.id))
                 if first_answer is not None and first_answer >= options.max_length:
                     result.issues.append(Issue(

@@ -62,6 +62,95 @@ CATALOGUE: dict[str, str] = {
 }
 """Every issue code with a one-line description (also listed in ``phiv_data.validate``)."""
 
+FIXES: dict[str, str] = {
+    "E-UTF8": "Re-encode the file as UTF-8 (for example `iconv -f latin1 -t utf-8`).",
+    "E-BOM": "Save the file as UTF-8 without a BOM (drop its first three bytes).",
+    "E-JSON": "Repair the line's JSON (quotes, commas, brackets; no NaN or Infinity) or "
+              "remove the line.",
+    "E-NOT-OBJECT": "Write one record object per line; split a JSON array into lines.",
+    "E-LINE-TOO-LONG": "Shorten the record (images belong in files, not inline) or raise "
+                       "--max-line-bytes.",
+    "E-EMPTY-FILE": "Write records into the file, or leave it out.",
+    "W-BLANK-LINE": "Delete the blank line.",
+    "W-CRLF": "Convert the line endings to LF (for example `dos2unix FILE`).",
+    "E-SCHEMA-MISSING": "Add the field (`\"assistant\": null` marks the unlabeled last turn "
+                        "of an evaluation record).",
+    "E-SCHEMA-TYPE": "Write the value with the JSON type of schemas/record.schema.json "
+                     "(ids are strings: `\"42\"`, not `42`).",
+    "E-SCHEMA-UNKNOWN-FIELD": "Correct the field name, or move the data under `meta`.",
+    "E-SCHEMA-EMPTY-CONVERSATIONS": "Give the record at least one turn, or drop it.",
+    "E-SCHEMA-EMPTY-TEXT": "Write the text (or the image path), or drop the record.",
+    "E-SCHEMA-UNLABELED-TURN": "Give every turn but the last an answer.",
+    "E-SCHEMA-INVALID": "Follow the message; the format is schemas/record.schema.json.",
+    "E-TEXT-BLANK": "Write the text, or drop the record.",
+    "E-TEXT-SPECIAL": "Remove the tag from the text: image placeholders come from `images` "
+                      "and chat tags from the processor.",
+    "W-TEXT-CONTROL": "Remove the control characters (usually debris of a bad conversion).",
+    "E-ID-DUPLICATE": "Give every record its own id (converters write `{split}-{i:010d}`).",
+    "E-PATH-ABSOLUTE": "Make the path relative to the images root; pass the root with "
+                       "--images-root.",
+    "E-PATH-PARENT": "Move the image inside the images root, or choose a root that holds it.",
+    "E-PATH-BACKSLASH": "Use `/` separators.",
+    "E-PATH-OUTSIDE-ROOT": "Copy the file into the images root instead of linking out of "
+                           "it, or choose a root that holds it.",
+    "E-IMAGES-ROOT-MISSING": "Pass --images-root DIR, the directory image paths are "
+                             "relative to.",
+    "E-IMAGE-MISSING": "Restore the file or correct the path (is --images-root right?).",
+    "E-IMAGE-NOT-FILE": "Point the path at an image file.",
+    "I-UNLABELED": "Nothing for an evaluation set; a training set needs the answers.",
+    "W-LEAK-SHARED": "Keep the image in one split only (drop its records from the other).",
+    "E-IMAGE-EMPTY": "Re-extract or re-download the image.",
+    "E-IMAGE-UNREADABLE": "Replace the file, or re-export it as JPEG or PNG.",
+    "E-IMAGE-TRUNCATED": "Re-extract or re-download the image (the file was cut short).",
+    "E-IMAGE-BOMB": "Downscale the image: Phi-3.5-vision sees at most num_crops crops of "
+                    "336 pixels.",
+    "W-IMAGE-MODE": "Re-export the image as 8-bit RGB (flatten alpha onto the background "
+                    "you intend).",
+    "W-IMAGE-EXIF-ROTATED": "Bake the rotation into the pixels "
+                            "(`PIL.ImageOps.exif_transpose`) and drop the tag.",
+    "W-IMAGE-ASPECT": "Crop or split the image, or check that it is what you meant.",
+    "W-IMAGE-DUPLICATE": "Drop the copy, or refer to one file.",
+    "W-LEAK-CONTENT": "Keep the image in one split only (drop its records from the other).",
+    "W-TOKENS-OVER": "Use fewer or smaller images, fewer crops or shorter text, or a larger "
+                     "--max-length; phiv-train stops on such records unless --too-long "
+                     "drop or truncate_turns.",
+    "E-TOKENS-NOTHING-TO-LEARN": "Use fewer or smaller images or fewer crops before the "
+                                 "first answer, or a larger --max-length.",
+}
+"""What the user does about each code (README table, ``--codes``)."""
+
+FAMILIES: dict[str, tuple[str, ...]] = {
+    "syntax": ("E-UTF8", "E-BOM", "E-JSON", "E-NOT-OBJECT", "E-LINE-TOO-LONG",
+               "E-EMPTY-FILE", "W-BLANK-LINE", "W-CRLF"),
+    "schema": ("E-SCHEMA-", "E-TEXT-", "W-TEXT-"),
+    "dataset": ("E-ID-", "E-PATH-", "E-IMAGES-ROOT-MISSING", "E-IMAGE-MISSING",
+                "E-IMAGE-NOT-FILE", "W-LEAK-SHARED", "I-UNLABELED"),
+    "media": ("E-IMAGE-", "W-IMAGE-", "W-LEAK-CONTENT"),
+    "tokens": ("W-TOKENS-", "E-TOKENS-"),
+}
+"""Check families (recorded per family in the manifest), by code or code prefix."""
+
+FAMILY_WHEN = {
+    "syntax": "always", "schema": "always",
+    "dataset": "always (image files: `--check-images exists`, the default)",
+    "media": "`--check-images decode` (unreadable headers and bombs also with `--max-length`)",
+    "tokens": "`--max-length`",
+}
+"""When each family runs."""
+
+
+def family_of(code: str) -> str:
+    """The check family of a code: ``syntax``, ``schema``, ``dataset``, ``media``, ``tokens``.
+
+    Exact codes are matched before prefixes (``E-IMAGE-MISSING`` is a dataset check while
+    other ``E-IMAGE-`` codes are media checks).
+    """
+    for family in ("syntax", "schema", "dataset", "tokens", "media"):
+        if code.startswith(FAMILIES[family]):
+            return family
+    return "schema"
+
+
 _MEDIA_KIND_CODES = {
     "empty": "E-IMAGE-EMPTY",
     "unreadable": "E-IMAGE-UNREADABLE",

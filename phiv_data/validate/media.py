@@ -14,9 +14,9 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from phiv_data.errors import MediaError
 from phiv_data.media.images import (
     ERROR_KINDS,
+    ImageError,
     ImageReport,
     header_problems,
     inspect_image,
@@ -98,15 +98,18 @@ class ImageResolver:
     def _check_file(self, path: str) -> Problem | None:
         full = os.path.join(self.root, path)
         if not os.path.lexists(full):
-            return "E-IMAGE-MISSING", f"image {path!r} not found under {self.root}"
+            return "E-IMAGE-MISSING", (f"image {path!r} not found under {self.root}: restore "
+                                       "it or correct the path (or --images-root)")
         real = os.path.realpath(full)
         if not _inside(real, self.real_root):
             return ("E-PATH-OUTSIDE-ROOT",
-                    f"image {path!r} resolves to {real}, outside the images root {self.root}")
+                    f"image {path!r} resolves to {real}, outside the images root {self.root}: "
+                    "copy the file into the root instead of linking to it")
         if not os.path.exists(full):
-            return "E-IMAGE-MISSING", f"image {path!r} is a broken link"
+            return "E-IMAGE-MISSING", f"image {path!r} is a broken link: restore its target"
         if not os.path.isfile(full):
-            return "E-IMAGE-NOT-FILE", f"image {path!r} is not a regular file"
+            return "E-IMAGE-NOT-FILE", (f"image {path!r} is not a regular file: point the path "
+                                        "at an image file")
         self.known.add(path)
         return None
 
@@ -153,11 +156,8 @@ class MediaInspector:
             return known
         try:
             header = read_image_header(os.path.join(self.root, path))
-        except MediaError as error:
-            result: tuple[int, int] | Problem = (
-                "E-IMAGE-BOMB" if "decompression" in error.message.lower() else
-                "E-IMAGE-EMPTY" if "0 bytes" in error.message else "E-IMAGE-UNREADABLE",
-                error.message.split(": ", 1)[-1])
+        except ImageError as error:
+            result: tuple[int, int] | Problem = (media_code(error.kind), error.detail)
         else:
             errors = [(kind, message) for kind, message in
                       header_problems(header, max_pixels=self.max_pixels,

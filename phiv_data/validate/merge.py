@@ -50,8 +50,8 @@ class _IdIndex:
             first = self.first_line.setdefault(record_id, line)
             if first != line:
                 issues.append(Issue("E-ID-DUPLICATE", f"duplicate id {record_id!r} (first used "
-                                    f"on line {first}): ids must be unique", shown, line, "id",
-                                    record_id))
+                                    f"on line {first}): give each record its own id", shown,
+                                    line, "id", record_id))
         return issues
 
 
@@ -71,7 +71,8 @@ def _field_order(field: str | None) -> tuple:
     # Natural order: images[2] before images[10]; line-level issues first.
     if not field:
         return ()
-    return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", field))
+    # isdecimal, not isdigit: '²' is a digit that int() refuses (an unknown field name).
+    return tuple(int(part) if part.isdecimal() else part for part in re.split(r"(\d+)", field))
 
 
 def merge_results(results: list[ChunkResult], summaries: list[FileSummary],
@@ -123,7 +124,8 @@ def merge_results(results: list[ChunkResult], summaries: list[FileSummary],
         if summary.records == 0 and not any(
                 issue.severity == "error" for issue, owner in zip(issues, file_of_issue)
                 if owner == index):
-            add(index, [Issue("E-EMPTY-FILE", "the file holds no records", summary.shown)])
+            add(index, [Issue("E-EMPTY-FILE", "the file holds no records: write records into "
+                              "it or leave it out", summary.shown)])
         if summary.images and options.check_images != "none" and not summary.images_root_exists:
             add(index, [Issue("E-IMAGES-ROOT-MISSING", f"images root {summary.images_root} "
                               "does not exist: pass --images-root DIR (image files were not "
@@ -168,12 +170,13 @@ def add_cross_file(results: list[ChunkResult], bases: list[int],
                 continue  # the same file again (another chunk, or shared: W-LEAK-SHARED)
             if other_index == index:
                 add(index, [Issue("W-IMAGE-DUPLICATE", f"image {path!r} has the same content "
-                                  f"as {other_path!r} (line {other_line})", shown, where,
-                                  field_path, record_id)])
+                                  f"as {other_path!r} (line {other_line}): drop the copy or "
+                                  "refer to one file", shown, where, field_path, record_id)])
             else:
                 add(index, [Issue("W-LEAK-CONTENT", f"image {path!r} has the same content as "
                                   f"{other_path!r} used by {other_shown}:{other_line}: "
-                                  "train/eval leakage?", shown, where, field_path, record_id)])
+                                  "train/eval leakage? keep it in one split only", shown, where,
+                                  field_path, record_id)])
     if len(summaries) < 2:
         return
     owners: dict[str, tuple[int, str]] = {}
@@ -194,7 +197,8 @@ def add_cross_file(results: list[ChunkResult], bases: list[int],
             for path in sorted(relative, key=lambda item: located.get(item, 0)):
                 other_index, other_shown = owners[root + path]
                 add(index, [Issue("W-LEAK-SHARED", f"image {path!r} is also used by "
-                                  f"{other_shown}: train/eval leakage?", summary.shown,
+                                  f"{other_shown}: train/eval leakage? keep it in one split "
+                                  "only", summary.shown,
                                   located.get(path))])
         for path in mine:
             owners.setdefault(path, (index, summary.shown))

@@ -17,26 +17,10 @@ from pathlib import Path
 
 from phiv_data.manifest import MANIFEST_NAME, CheckOutcome, Manifest, Shard, Validation
 from phiv_data.shards import load_manifest, relative_posix, save_manifest
-from phiv_data.validate.issues import Issue
+from phiv_data.validate.issues import Issue, family_of
 from phiv_data.validate.report import FileSummary, ValidationReport
 
-_FAMILIES = {
-    "syntax": ("E-UTF8", "E-BOM", "E-JSON", "E-NOT-OBJECT", "E-LINE-TOO-LONG",
-               "E-EMPTY-FILE", "W-BLANK-LINE", "W-CRLF"),
-    "schema": ("E-SCHEMA-", "E-TEXT-", "W-TEXT-"),
-    "dataset": ("E-ID-", "E-PATH-", "E-IMAGES-ROOT-MISSING", "E-IMAGE-MISSING",
-                "E-IMAGE-NOT-FILE", "W-LEAK-SHARED", "I-UNLABELED"),
-    "media": ("E-IMAGE-", "W-IMAGE-", "W-LEAK-CONTENT"),
-    "tokens": ("W-TOKENS-", "E-TOKENS-"),
-}
-
-
-def family_of(code: str) -> str:
-    """The check family (``syntax``, ``schema``, ``dataset``, ``media``, ``tokens``)."""
-    for family in ("syntax", "schema", "dataset", "tokens", "media"):
-        if code.startswith(_FAMILIES[family]):
-            return family
-    return "schema"
+__all__ = ["family_of", "record_validation"]
 
 
 def _outcomes(report: ValidationReport, issues: list[Issue]) -> list[CheckOutcome]:

@@ -12,7 +12,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from phiv_data.validate.issues import CATALOGUE, Issue
+from phiv_data.validate.issues import (
+    CATALOGUE,
+    FAMILY_WHEN,
+    FIXES,
+    Issue,
+    family_of,
+    severity_of,
+)
 from phiv_data.validate.options import ValidationOptions
 
 PERCENTILES = (50, 90, 99)
@@ -224,5 +231,21 @@ class ValidationReport:
 
 
 def describe_codes() -> str:
-    """The catalogue as text lines ``CODE  description``."""
-    return "\n".join(f"{code:<28}{text}" for code, text in CATALOGUE.items())
+    """The catalogue as text (``phiv-data validate --codes``): per code, its check family,
+    what it means and what to do."""
+    lines = []
+    for code, text in CATALOGUE.items():
+        lines.append(f"{code:<30}{family_of(code):<9}{text}")
+        lines.append(f"{'':<39}fix: {FIXES[code]}")
+    return "\n".join(lines)
+
+
+def catalogue_markdown() -> str:
+    """The catalogue as the Markdown table of the README (a test keeps the two in sync)."""
+    rows = ["| code | severity | check | runs | what it means | how to fix it |",
+            "|---|---|---|---|---|---|"]
+    for code, text in CATALOGUE.items():
+        family = family_of(code)
+        cells = [f"`{code}`", severity_of(code), family, FAMILY_WHEN[family], text, FIXES[code]]
+        rows.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+    return "\n".join(rows)

@@ -57,7 +57,7 @@ def _schema_issue(error: dict[str, Any], line: int, record_id: str | None) -> Is
     if kind == "missing":
         hint = " (use null for the unlabeled last turn of an evaluation record)" \
             if name == "assistant" else ""
-        return Issue("E-SCHEMA-MISSING", f"required field {name!r} is missing{hint}",
+        return Issue("E-SCHEMA-MISSING", f"required field {name!r} is missing: add it{hint}",
                      None, line, field, record_id)
     if kind == "extra_forbidden":
         known = _TURN_FIELDS if len(loc) == 3 else _RECORD_FIELDS
@@ -69,15 +69,17 @@ def _schema_issue(error: dict[str, Any], line: int, record_id: str | None) -> Is
                      "conversations is empty: a record needs at least one turn",
                      None, line, field, record_id)
     if kind == "string_too_short":
-        return Issue("E-SCHEMA-EMPTY-TEXT", f"{name if isinstance(name, str) else 'path'} "
-                     "is an empty string", None, line, field, record_id)
+        what = name if isinstance(name, str) else "image path"
+        return Issue("E-SCHEMA-EMPTY-TEXT", f"{what} is an empty string: write it or drop "
+                     "the record", None, line, field, record_id)
     if kind.endswith("_type"):
         expected = error["msg"].replace("Input should be ", "should be ")
         message = f"{expected}, got {json_type_name(value)}"
         if name == "id" and len(loc) == 1:
             message += ": ids are JSON strings (write \"42\", not 42)"
         return Issue("E-SCHEMA-TYPE", message, None, line, field, record_id)
-    return Issue("E-SCHEMA-INVALID", error["msg"], None, line, field, record_id)
+    return Issue("E-SCHEMA-INVALID", f"{error['msg']} (see schemas/record.schema.json)",
+                 None, line, field, record_id)
 
 
 def classify_line(raw: bytes, line: int) -> tuple[list[Issue], Record | None]:
@@ -103,7 +105,8 @@ def classify_line(raw: bytes, line: int) -> tuple[list[Issue], Record | None]:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError as error:
         message = _ORJSON_POSITION.sub(lambda m: f" at column {m.group(1)}", str(error))
-        return [Issue("E-JSON", f"invalid JSON: {message}", None, line)], None
+        return [Issue("E-JSON", f"invalid JSON: {message} (repair the line or remove it)",
+                      None, line)], None
     if not isinstance(value, dict):
         return [Issue("E-NOT-OBJECT", f"the line is {json_type_name(value)}, not a JSON "
                       "object (one record per line)", None, line)], None
@@ -113,5 +116,5 @@ def classify_line(raw: bytes, line: int) -> tuple[list[Issue], Record | None]:
         record_id = value.get("id") if isinstance(value.get("id"), str) else None
         return [_schema_issue(detail, line, record_id) for detail in error.errors()], None
     except ValueError as error:  # pydantic's JSON parser disagreeing with orjson
-        return [Issue("E-JSON", f"invalid JSON: {error}", None, line, None,
-                      _record_id(raw))], None
+        return [Issue("E-JSON", f"invalid JSON: {error} (repair the line or remove it)",
+                      None, line, None, _record_id(raw))], None
