@@ -27,6 +27,7 @@ figures, and the exit status is then 1.
 from __future__ import annotations
 
 import argparse
+import copy
 import gc
 import json
 import platform
@@ -44,30 +45,14 @@ from phiv_train.model.checkpoint import (
     flash_attention_problem,
     resolve_attention,
 )
-from phiv_train.model.tiny import tiny_config_dict
+from phiv_train.model.tiny import RELEASED_CONFIG, tiny_config_dict
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
-FULL_CONFIG: dict[str, Any] = {
-    "hidden_size": 3072,
-    "intermediate_size": 8192,
-    "num_hidden_layers": 32,
-    "num_attention_heads": 32,
-    "num_key_value_heads": 32,
-    "max_position_embeddings": 131072,
-    "original_max_position_embeddings": 4096,
-    "sliding_window": 262144,
-    # The released factors are not needed for timing; these exercise the same LongRoPE path.
-    "rope_scaling": {"type": "su", "long_factor": [1.5] * 48, "short_factor": [1.0] * 48},
-    "vocab_size": 32064,
-}
-
-
 def build_config(size: str) -> Phi3VConfig:
-    """The benchmark model's configuration (``full`` or ``tiny``)."""
-    if size == "full":
-        return Phi3VConfig(**FULL_CONFIG)
-    fields = tiny_config_dict()
+    """The benchmark model's configuration (``full``: the released one, or ``tiny``)."""
+    fields = copy.deepcopy(RELEASED_CONFIG) if size == "full" else tiny_config_dict()
+    # The dtype comes from --dtype; the rest are hints for the remote code.
     for key in ("_name_or_path", "auto_map", "_attn_implementation", "torch_dtype", "transformers_version"):
         fields.pop(key, None)
     return Phi3VConfig(**fields)

@@ -18,58 +18,9 @@ from phiv_train.model import (
     Phi3VForCausalLM,
 )
 from phiv_train.model.checkpoint import EMBED_KEY, WTE_KEY, resolve_attention
-from phiv_train.model.tiny import TINY_CONFIG, write_tiny_checkpoint
+from phiv_train.model.tiny import RELEASED_CONFIG, TINY_CONFIG, write_tiny_checkpoint
 from phiv_train.model.tiny import main as tiny_main
 from tests.model_fixtures import collate, load_tiny, make_sample, tiny_checkpoint_fixture  # noqa: F401
-
-# The released config.json, abridged only in the RoPE factor lists (48 values each there).
-RELEASED_CONFIG = {
-    "_name_or_path": "Phi-3.5-vision-instruct",
-    "architectures": ["Phi3VForCausalLM"],
-    "attention_dropout": 0.0,
-    "auto_map": {
-        "AutoConfig": "configuration_phi3_v.Phi3VConfig",
-        "AutoModelForCausalLM": "modeling_phi3_v.Phi3VForCausalLM",
-    },
-    "bos_token_id": 1,
-    "embd_layer": {
-        "embedding_cls": "image",
-        "hd_transform_order": "sub_glb",
-        "projection_cls": "mlp",
-        "use_hd_transform": True,
-        "with_learnable_separator": True,
-    },
-    "embd_pdrop": 0.0,
-    "eos_token_id": 2,
-    "hidden_act": "silu",
-    "hidden_size": 3072,
-    "img_processor": {
-        "image_dim_out": 1024,
-        "model_name": "openai/clip-vit-large-patch14-336",
-        "name": "clip_vision_model",
-        "num_img_tokens": 144,
-    },
-    "initializer_range": 0.02,
-    "intermediate_size": 8192,
-    "max_position_embeddings": 131072,
-    "model_type": "phi3_v",
-    "num_attention_heads": 32,
-    "num_hidden_layers": 32,
-    "num_key_value_heads": 32,
-    "original_max_position_embeddings": 4096,
-    "pad_token_id": 32000,
-    "resid_pdrop": 0.0,
-    "rms_norm_eps": 1e-05,
-    "rope_scaling": {"long_factor": [1.5] * 48, "short_factor": [1.0] * 48, "type": "su"},
-    "rope_theta": 10000.0,
-    "sliding_window": 262144,
-    "tie_word_embeddings": False,
-    "torch_dtype": "bfloat16",
-    "transformers_version": "4.38.1",
-    "use_cache": True,
-    "vocab_size": 32064,
-    "_attn_implementation": "flash_attention_2",
-}
 
 
 def test_released_config_reads_as_is(tmp_path):

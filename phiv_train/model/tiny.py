@@ -28,10 +28,8 @@ from safetensors.torch import save
 from phiv_data.shards import atomic_write
 from phiv_train.model.checkpoint import EMBED_KEY, WTE_KEY
 
-_HEAD_DIM = 16
-
-TINY_CONFIG: dict[str, Any] = {
-    "_name_or_path": "phiv-tiny-phi3v",
+RELEASED_CONFIG: dict[str, Any] = {
+    "_name_or_path": "Phi-3.5-vision-instruct",
     "architectures": ["Phi3VForCausalLM"],
     "attention_dropout": 0.0,
     # The released file points at its remote code; phiv ignores both hints below.
@@ -51,12 +49,55 @@ TINY_CONFIG: dict[str, Any] = {
     "embd_pdrop": 0.0,
     "eos_token_id": 2,
     "hidden_act": "silu",
-    "hidden_size": 64,
+    "hidden_size": 3072,
     "img_processor": {
-        "image_dim_out": 32,
+        "image_dim_out": 1024,
         "model_name": "openai/clip-vit-large-patch14-336",
         "name": "clip_vision_model",
         "num_img_tokens": 144,
+    },
+    "initializer_range": 0.02,
+    "intermediate_size": 8192,
+    "max_position_embeddings": 131072,
+    "model_type": "phi3_v",
+    "num_attention_heads": 32,
+    "num_hidden_layers": 32,
+    "num_key_value_heads": 32,
+    "original_max_position_embeddings": 4096,
+    "pad_token_id": 32000,
+    "resid_pdrop": 0.0,
+    "rms_norm_eps": 1e-05,
+    # 48 factors each (half the head dimension 96) as released; the values are stand-ins.
+    "rope_scaling": {"long_factor": [1.5] * 48, "short_factor": [1.0] * 48, "type": "su"},
+    "rope_theta": 10000.0,
+    "sliding_window": 262144,
+    "tie_word_embeddings": False,
+    "torch_dtype": "bfloat16",
+    "transformers_version": "4.38.1",
+    "use_cache": True,
+    "vocab_size": 32064,
+}
+"""The released ``config.json`` of Phi-3.5-vision, abridged only in the RoPE factor values."""
+
+_HEAD_DIM = 16
+
+
+def _rope_factors(half_head_dim: int) -> dict[str, Any]:
+    # Shaped like the released factors: near 1 for short contexts, growing for long.
+    return {
+        "long_factor": [round(1.0 + 0.25 * i * i, 4) for i in range(half_head_dim)],
+        "short_factor": [round(1.0 + 0.01 * i, 4) for i in range(half_head_dim)],
+        "type": "su",
+    }
+
+
+TINY_CONFIG: dict[str, Any] = {
+    **copy.deepcopy(RELEASED_CONFIG),
+    "_name_or_path": "phiv-tiny-phi3v",
+    "hidden_size": 64,
+    "img_processor": {
+        **RELEASED_CONFIG["img_processor"],
+        "image_dim_out": 32,
         "vision_config": {
             "hidden_size": 32,
             "intermediate_size": 64,
@@ -67,32 +108,14 @@ TINY_CONFIG: dict[str, Any] = {
             "projection_dim": 32,
         },
     },
-    "initializer_range": 0.02,
     "intermediate_size": 128,
-    "max_position_embeddings": 131072,
-    "model_type": "phi3_v",
     "num_attention_heads": 4,
     "num_hidden_layers": 2,
     "num_key_value_heads": 4,
-    "original_max_position_embeddings": 4096,
-    "pad_token_id": 32000,
-    "resid_pdrop": 0.0,
-    "rms_norm_eps": 1e-05,
-    "rope_scaling": {
-        # Shaped like the released factors: near 1 for short contexts, growing for long.
-        "long_factor": [round(1.0 + 0.25 * i * i, 4) for i in range(_HEAD_DIM // 2)],
-        "short_factor": [round(1.0 + 0.01 * i, 4) for i in range(_HEAD_DIM // 2)],
-        "type": "su",
-    },
-    "rope_theta": 10000.0,
-    "sliding_window": 262144,
-    "tie_word_embeddings": False,
+    "rope_scaling": _rope_factors(_HEAD_DIM // 2),
     "torch_dtype": "float32",
-    "transformers_version": "4.38.1",
-    "use_cache": True,
-    "vocab_size": 32064,
 }
-"""The ``config.json`` of the tiny checkpoint, laid out like the released one."""
+"""The ``config.json`` of the tiny checkpoint: the released one with tiny dimensions."""
 
 EmbeddingNames = Literal["embed_tokens", "wte", "both"]
 
@@ -104,11 +127,8 @@ def tiny_config_dict(**overrides: Any) -> dict[str, Any]:
     resized to the new head dimension unless ``rope_scaling`` is overridden too.
     """
     config = _merge(copy.deepcopy(TINY_CONFIG), overrides)
-    half = config["hidden_size"] // config["num_attention_heads"] // 2
-    rope = config.get("rope_scaling")
-    if rope and "rope_scaling" not in overrides:
-        rope["long_factor"] = [round(1.0 + 0.25 * i * i, 4) for i in range(half)]
-        rope["short_factor"] = [round(1.0 + 0.01 * i, 4) for i in range(half)]
+    if config.get("rope_scaling") and "rope_scaling" not in overrides:
+        config["rope_scaling"] = _rope_factors(config["hidden_size"] // config["num_attention_heads"] // 2)
     return config
 
 
@@ -173,10 +193,8 @@ def _safetensors_bytes(tensors: dict[str, torch.Tensor]) -> bytes:
 
 
 def _write_tokenizer(directory: Path) -> None:
-    try:
-        from phiv_train.tokenization import save_tiny_tokenizer
-    except ImportError:  # the tokenizer module is optional for the model alone
-        return
+    from phiv_train.tokenization import save_tiny_tokenizer
+
     save_tiny_tokenizer(directory)
 
 

@@ -144,8 +144,10 @@ def _normalise_padded(pixels: np.ndarray, padded_height: int, padded_width: int)
     if (height, width) != (padded_height, padded_width):
         padded = np.full((padded_height, padded_width, *pixels.shape[2:]), WHITE, np.uint8)
         padded[top:top + height, left:left + width] = pixels
-    full = torch.empty(3, padded_height, padded_width, dtype=torch.float32)
-    target = full.numpy()
+    # numpy's allocation (malloc) reuses freed heap memory for the next image; torch maps
+    # fresh pages for a block this large, and faulting them in costs as much as the look-up.
+    target = np.empty((3, padded_height, padded_width), np.float32)
+    full = torch.from_numpy(target)
     grayscale = padded.ndim == 2
     # np.take converts its indices to intp: convert once when the channels share them.
     indices = padded.astype(np.intp) if grayscale else None
