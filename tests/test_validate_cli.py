@@ -154,6 +154,7 @@ def test_summary_shows_counts_labels_and_token_percentiles(tmp_path):
     ["{file}", "--max-length", "0"],
     ["{file}", "--workers", "0"],
     ["{file}", "--tokenizer", "{dir}"],
+    ["{file}", "--images-root", "{dir}/no-such-folder"],
     [],
 ])
 def test_usage_errors_exit_two_without_traceback(tmp_path, args):

@@ -65,6 +65,9 @@ class ValidationOptions:
             raise UsageError(f"--num-crops must be at least 1, got {self.num_crops}")
         if self.workers is not None and self.workers < 1:
             raise UsageError(f"--workers must be at least 1, got {self.workers}")
+        if self.images_root is not None and not Path(self.images_root).is_dir():
+            raise UsageError(f"--images-root {self.images_root}: no such directory",
+                             hint="give the directory the image paths are relative to")
         if self.max_line_bytes < 1024:
             raise UsageError("--max-line-bytes must be at least 1024")
         if self.tokenizer is not None and self.max_length is None:
