@@ -198,6 +198,8 @@ def setup(config: TrainConfig, *, callbacks: list[Any] | None = None) -> Run:
         raise UsageError("no output directory: pass --output-dir OUT")
     world = World.from_environment()
     on_gpu = torch.cuda.is_available() and not config.use_cpu
+    if config.fp16 and not on_gpu:  # the Trainer would silently run fp32 instead
+        raise UsageError("--fp16 needs a CUDA GPU", hint="on the CPU train in fp32 (no flag) or --bf16")
     train_sources = _training_sources(config)
     # every mistake a user can make is found before any weights are read
     resume_from = resume_checkpoint(config)

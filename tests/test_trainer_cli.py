@@ -187,3 +187,11 @@ def test_model_that_is_not_a_checkpoint_is_a_one_line_error(tmp_path, capsys):
 def test_local_rank_from_the_deepspeed_launcher():
     for spelling in (["--local_rank=1"], ["--local-rank", "1"], ["--local_rank", "1"]):
         assert parse_train_args(["--data", "d", *spelling])[0].local_rank == 1
+
+
+def test_fp16_on_the_cpu_is_refused_not_silently_fp32(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--data", "d", "--output-dir", str(tmp_path / "out"), "--fp16", "--use-cpu"])
+    assert exit_info.value.code == 2
+    assert "--fp16 needs a CUDA GPU" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
