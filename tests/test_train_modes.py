@@ -93,7 +93,9 @@ def test_frozen_vision_keeps_training_text_embeddings(checkpoint, data, original
 
 def test_frozen_vision_and_projector(checkpoint, data, original, tmp_path):
     result = train(checkpoint, data, tmp_path / "out", "--freeze-vision", "--freeze-projector",
-                   "--no-eval-after-training", max_steps=2)
+                   "--no-eval-after-training", max_steps=3)
+    # a checkpoint every --save-steps (2) and one at the end
+    assert sorted(p.name for p in (tmp_path / "out").glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-3"]
     changed = changed_parameters(result.model, original)
     assert changed == {name for name in original
                        if not name.startswith(CLIP) and not name.startswith(PROJECTOR)}
