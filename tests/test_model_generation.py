@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 import torch
+from PIL import Image
 
+from phiv_train.model.tiny import write_tiny_checkpoint
 from tests.model_fixtures import (  # noqa: F401  (tiny_checkpoint is a fixture)
     ASSISTANT,
     END,
@@ -90,3 +95,25 @@ def test_generation_crossing_the_longrope_switch_reruns_the_images(model):
     assert batch["input_ids"].shape[1] == 4094
     generated = model.generate(**batch, max_new_tokens=5, do_sample=False)
     assert torch.equal(generated, _greedy_without_cache(model, batch, 5))
+
+
+def _readme_example() -> str:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## The model and processor", 1)[1].split("\n## ", 1)[0]
+    (code,) = re.findall(r"```python\n(.+?)\n```", section, flags=re.DOTALL)
+    return code
+
+
+def test_the_readme_generation_example_runs_on_the_tiny_checkpoint(tmp_path, monkeypatch, capsys):
+    checkpoint = write_tiny_checkpoint(tmp_path / "tiny-phi3v")  # with its tokenizer
+    Image.new("RGB", (500, 400), (250, 250, 250)).save(tmp_path / "page.png")
+    monkeypatch.chdir(tmp_path)
+    code = _readme_example()
+    assert '"Phi-3.5-vision-instruct/"' in code
+    namespace: dict = {}
+    code = code.replace('"Phi-3.5-vision-instruct/"', repr(str(checkpoint)))
+    exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102 (the project's own README)
+    prompt_length = namespace["batch"]["input_ids"].shape[1]
+    assert prompt_length > 2509  # the page's 16 crops are in the prompt
+    assert namespace["output"].shape[1] > prompt_length  # something was generated
+    assert capsys.readouterr().out == namespace["answer"] + "\n"
