@@ -15,7 +15,9 @@ are its 336-pixel crops, row-major. Output ``[global, crops...]`` zero-padded to
   horizontal one, which is the same arithmetic in the same order without two copies;
 - normalisation is one table look-up per pixel (the table holds exactly what
   ``x / 255``, ``- mean``, ``/ std`` give in float32), written straight into the padded
-  float image; crops are one strided copy into the output, which is allocated once.
+  float image; crops are one strided copy into the output, which is allocated once and
+  already zero (calloc; large blocks come zeroed from the kernel), so padding views are
+  never written.
 
 Image modes (the reference simply calls ``.convert("RGB")``, and the pretrained weights saw
 its numbers, so we follow it): alpha is dropped, not composited (a transparent pixel shows
