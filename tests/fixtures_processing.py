@@ -34,8 +34,10 @@ def coordinate_image(width: int, height: int) -> Image.Image:
 def noise_image(width: int, height: int, mode: str = "RGB", seed: int = 0) -> Image.Image:
     """Random pixels in ``mode`` (made from RGB noise; 16-bit modes from 16-bit noise)."""
     rng = np.random.default_rng(seed)
-    if mode == "I;16":
-        return Image.fromarray(rng.integers(0, 65536, (height, width), dtype=np.uint16))
+    if mode.startswith("I;16"):
+        levels = rng.integers(0, 65536, (height, width), dtype=np.uint16)
+        order = ">u2" if mode == "I;16B" else "<u2"
+        return Image.frombytes(mode, (width, height), levels.astype(order).tobytes())
     rgb = Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8), "RGB")
     if mode == "RGBA":
         rgba = rgb.convert("RGBA")
@@ -47,6 +49,8 @@ def noise_image(width: int, height: int, mode: str = "RGB", seed: int = 0) -> Im
         return la
     if mode == "P":
         return rgb.convert("P", palette=Image.Palette.ADAPTIVE, colors=64)
+    if mode in ("La", "PA"):
+        return noise_image(width, height, "LA" if mode == "La" else "P", seed).convert(mode)
     return rgb.convert(mode)
 
 

@@ -112,7 +112,7 @@ def test_global_view_is_the_bicubic_resize_of_the_padded_normalised_image():
     assert torch.equal(views[0], expected)
 
 
-MODES = ["RGB", "L", "RGBA", "LA", "P", "CMYK", "1", "YCbCr", "I;16"]
+MODES = ["RGB", "L", "RGBA", "LA", "La", "P", "PA", "CMYK", "1", "YCbCr", "HSV", "F", "I", "I;16", "I;16B"]
 
 
 @pytest.mark.parametrize("mode", MODES)

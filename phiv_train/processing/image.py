@@ -108,10 +108,15 @@ def to_model_mode(image: Image.Image) -> Image.Image:
 
     Returns:
         An ``RGB`` or ``L`` image; ``L`` stands for the RGB image with three equal channels.
+
+    Raises:
+        MediaError: a mode Pillow cannot convert to RGB.
     """
     mode = image.mode
     if mode in ("RGB", "L"):
         return image
+    if mode == "La":  # premultiplied alpha: Pillow converts it only to LA
+        image, mode = image.convert("LA"), "LA"
     if mode in ("LA", "1"):
         return image.convert("L")  # what .convert("RGB") gives, in one channel
     if mode.startswith("I;16") or mode == "I":
@@ -123,7 +128,11 @@ def to_model_mode(image: Image.Image) -> Image.Image:
     if mode == "P" and "transparency" in image.info:
         # Same colours as .convert("RGB") (which warns about the transparency and ignores it).
         return image.convert("RGBA").convert("RGB")
-    return image.convert("RGB")
+    try:
+        return image.convert("RGB")
+    except ValueError as error:
+        raise MediaError(f"image mode {mode} cannot be converted to RGB ({error})",
+                         hint="save the image as RGB or grayscale") from None
 
 
 def _resize(image: Image.Image, width: int, height: int) -> Image.Image:
