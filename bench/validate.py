@@ -127,6 +127,7 @@ def main() -> None:
     root = ["--images-root", str(work / "images")]
     size_mb = big.stat().st_size / 1e6
 
+    load_before = os.getloadavg()[0]
     baseline = timed([sys.executable, "-c", BASELINE, str(big)], args.repeat)
     one = timed(cli + ["validate", str(big), "--workers", "1"] + root, args.repeat)
     every = timed(cli + ["validate", str(big), "--workers", str(args.workers)] + root,
@@ -140,7 +141,8 @@ def main() -> None:
                               "--check-images", "decode"] + root, args.repeat)
 
     print(f"file: {args.lines:,} lines, {size_mb:.0f} MB, {FRAMES} images per record; "
-          f"{os.cpu_count()} CPUs; best of {args.repeat}; ratios to the bare parse")
+          f"{os.cpu_count()} CPUs, load average {load_before:.1f} before and "
+          f"{os.getloadavg()[0]:.1f} after; best of {args.repeat}; ratios to the bare parse")
     print(f"{'':44}{'wall s':>8}{'lines/s':>11}{'wall':>7}{'CPU s':>8}{'CPU':>7}")
     rows = (("bare orjson parse (baseline)", baseline),
             ("validate --workers 1 (exists, default)", one),

@@ -131,3 +131,21 @@ def test_long_lines_are_reported_without_reading_them_whole(tmp_path, limit):
     report = validate_paths([path], ValidationOptions(workers=1, max_line_bytes=limit))
     assert [(issue.code, issue.line) for issue in report.issues] == [("E-LINE-TOO-LONG", 2)]
     assert report.files[0].records == 2 and report.files[0].lines == 3
+
+
+def test_lines_longer_than_a_read_block_are_validated_whole(tmp_path):
+    # Blocks are small (cache-sized); a line spanning several of them is still one record.
+    from phiv_data.validate.chunk import BLOCK_BYTES
+
+    def line(record_id, user):
+        return orjson.dumps({"id": record_id, "conversations": [{"user": user,
+                                                                 "assistant": "a"}]})
+
+    long_text = "word " * (BLOCK_BYTES * 3 // 5)
+    path = tmp_path / "data.jsonl"
+    path.write_bytes(b"\n".join([line("a", "short"), line("b", long_text),
+                                 line("c", long_text + "<|end|>"), line("a", "dup")]) + b"\n")
+    report = validate_paths([path], ValidationOptions(workers=1))
+    assert [(issue.code, issue.line) for issue in report.issues] == [
+        ("E-TEXT-SPECIAL", 3), ("E-ID-DUPLICATE", 4)]
+    assert report.files[0].records == 4
