@@ -149,3 +149,54 @@ def test_lines_longer_than_a_read_block_are_validated_whole(tmp_path):
     assert [(issue.code, issue.line) for issue in report.issues] == [
         ("E-TEXT-SPECIAL", 3), ("E-ID-DUPLICATE", 4)]
     assert report.files[0].records == 4
+
+
+def test_decoding_over_several_workers_gives_the_same_report(tmp_path):
+    from PIL import Image
+
+    root = tmp_path / "images"
+    root.mkdir()
+    for index in range(40):
+        Image.new("RGB", (24, 16), (index, 0, 0)).save(root / f"f{index}.png")
+    (root / "copy.png").write_bytes((root / "f3.png").read_bytes())
+    (root / "empty.png").write_bytes(b"")
+    Image.new("P", (8, 8)).save(root / "palette.png")
+    lines = []
+    for index in range(400):
+        images = [f"f{(index + k) % 40}.png" for k in range(3)]
+        if index % 97 == 5:
+            images.append(["copy.png", "empty.png", "palette.png"][index % 3])
+        lines.append(orjson.dumps({"id": f"r{index}", "conversations": [
+            {"images": images, "user": "Describe the frames. " * 8, "assistant": "ok"}]}))
+    path = tmp_path / "data.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    options = {"check_images": "decode", "max_length": 8000}
+    one = validate_paths([path], ValidationOptions(workers=1, **options))
+    tasks = validate_runner.plan_chunks(validate_runner.resolve_inputs([path], one.options),
+                                        ValidationOptions(workers=2, **options), 2)
+    assert len(tasks) > 2  # a ~100 KiB file is cut into several chunks when decoding
+    two = validate_paths([path], ValidationOptions(workers=2, **options))
+    assert [str(issue) for issue in two.issues] == [str(issue) for issue in one.issues]
+    assert {issue.code for issue in one.issues} == {
+        "W-IMAGE-DUPLICATE", "E-IMAGE-EMPTY", "W-IMAGE-MODE"}
+    assert two.files[0].token_lengths == one.files[0].token_lengths
+
+
+def test_a_second_run_in_the_same_process_sees_changed_files(tmp_path):
+    # Workers keep what they learnt about images across the chunks of one run only.
+    from PIL import Image
+
+    root = tmp_path / "images"
+    root.mkdir()
+    Image.new("RGB", (24, 16)).save(root / "a.png")
+    path = tmp_path / "data.jsonl"
+    path.write_bytes(orjson.dumps({"id": "r", "conversations": [
+        {"images": ["a.png"], "user": "u", "assistant": "a"}]}) + b"\n")
+    for check_images in ("exists", "decode"):
+        assert validate_paths([path], ValidationOptions(workers=1, check_images=check_images)).ok
+    (root / "a.png").write_bytes(b"")
+    decoded = validate_paths([path], ValidationOptions(workers=1, check_images="decode"))
+    assert [issue.code for issue in decoded.issues] == ["E-IMAGE-EMPTY"]
+    (root / "a.png").unlink()
+    exists = validate_paths([path], ValidationOptions(workers=1))
+    assert [issue.code for issue in exists.issues] == ["E-IMAGE-MISSING"]

@@ -62,6 +62,9 @@ class ChunkTask:
     """Absolute images root for file checks; ``None`` checks path syntax only."""
     collect_references: bool = False
     """Return every image path (to find images shared between files)."""
+    run: str = ""
+    """Identifies one validation run: what a worker learnt about the file system is kept
+    across the chunks of a run, never into the next run (files may have changed)."""
 
 
 @dataclass
@@ -90,10 +93,19 @@ class ChunkResult:
     """``(sha256, path, line, field, record id)`` of each image decoded here."""
 
 
-# Per-process caches: a worker keeps what it learnt about the file system across chunks.
+# Per-process caches: a worker keeps what it learnt about the file system across the
+# chunks of one run (see ChunkTask.run); token counters only depend on the tokenizer.
 _RESOLVERS: dict[str, ImageResolver] = {}
 _INSPECTORS: dict[tuple[str, int, float], MediaInspector] = {}
 _COUNTERS: dict[str | None, TokenCounter] = {}
+_CACHED_RUN = [""]
+
+
+def _start_run(run: str) -> None:
+    if _CACHED_RUN[0] != run:
+        _RESOLVERS.clear()
+        _INSPECTORS.clear()
+        _CACHED_RUN[0] = run
 
 
 def validate_chunk(task: ChunkTask) -> ChunkResult:
@@ -107,6 +119,7 @@ def validate_chunk(task: ChunkTask) -> ChunkResult:
     """
     # The fast-path structs hold no reference cycles; the cyclic collector only burns time
     # walking the many young objects a block creates.
+    _start_run(task.run)
     collecting = gc.isenabled()
     gc.disable()
     try:
@@ -127,7 +140,9 @@ class _ChunkValidator:
         self.reported_media: set[str] = set()
         root = task.images_root
         if root is not None and self.options.check_images != "none":
-            self.resolver = _RESOLVERS.setdefault(root, ImageResolver(root))
+            if root not in _RESOLVERS:
+                _RESOLVERS[root] = ImageResolver(root)
+            self.resolver = _RESOLVERS[root]
         if root is not None and (self.options.check_images == "decode"
                                  or self.options.max_length is not None):
             key = (root, self.options.max_image_pixels, self.options.max_aspect_ratio)

@@ -156,10 +156,16 @@ def add_cross_file(results: list[ChunkResult], bases: list[int],
     """Identical content (W-IMAGE-DUPLICATE, W-LEAK-CONTENT) and shared images
     (W-LEAK-SHARED), each reported at the later occurrence."""
     first_content: dict[str, tuple[int, str, str, int]] = {}
+    # Each worker lists an image at its first use in that worker: with several workers the
+    # same (file, image) comes more than once and is reported at its first use only.
+    reported: set[tuple[int, str]] = set()
     for result, base in zip(results, bases):
         index = result.file_index
         shown = summaries[index].shown
         for sha, path, line, field_path, record_id in result.content:
+            if (index, path) in reported:
+                continue
+            reported.add((index, path))
             earlier = first_content.get(sha)
             where = line + base
             if earlier is None:
@@ -167,7 +173,7 @@ def add_cross_file(results: list[ChunkResult], bases: list[int],
                 continue
             other_index, other_path, other_shown, other_line = earlier
             if other_path == path:
-                continue  # the same file again (another chunk, or shared: W-LEAK-SHARED)
+                continue  # the same image in another file (W-LEAK-SHARED covers it)
             if other_index == index:
                 add(index, [Issue("W-IMAGE-DUPLICATE", f"image {path!r} has the same content "
                                   f"as {other_path!r} (line {other_line}): drop the copy or "

@@ -15,6 +15,7 @@ import os
 import sys
 import threading
 import time
+import uuid
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,9 @@ from phiv_data.validate.options import ValidationOptions
 from phiv_data.validate.report import FileSummary, ValidationReport
 
 MIN_CHUNK_BYTES = 1 << 20
+MIN_DECODE_CHUNK_BYTES = 16 << 10
+"""With ``--check-images decode`` the images, not the lines, are the work: a JSONL file of a
+few hundred KiB can name thousands of images, so it is cut much finer."""
 MAX_CHUNK_BYTES = 32 << 20
 CHUNKS_PER_WORKER = 4
 
@@ -110,10 +114,12 @@ def plan_chunks(inputs: list[InputFile], options: ValidationOptions, workers: in
     """Byte ranges starting at line starts; one per file with a single worker."""
     tasks: list[ChunkTask] = []
     collect = len(inputs) > 1
+    run = uuid.uuid4().hex
     for index, item in enumerate(inputs):
         size = item.path.stat().st_size
         root = str(item.images_root) if item.images_root and item.images_root.is_dir() else None
-        target = min(MAX_CHUNK_BYTES, max(MIN_CHUNK_BYTES, size // (workers * CHUNKS_PER_WORKER)))
+        minimum = MIN_DECODE_CHUNK_BYTES if options.check_images == "decode" else MIN_CHUNK_BYTES
+        target = min(MAX_CHUNK_BYTES, max(minimum, size // (workers * CHUNKS_PER_WORKER)))
         bounds = [0]
         if workers > 1:
             with open(item.path, "rb") as handle:
@@ -122,7 +128,8 @@ def plan_chunks(inputs: list[InputFile], options: ValidationOptions, workers: in
         if bounds[-1] != size or size == 0:
             bounds.append(size)
         for start, end in zip(bounds, bounds[1:]):
-            tasks.append(ChunkTask(index, str(item.path), start, end, options, root, collect))
+            tasks.append(ChunkTask(index, str(item.path), start, end, options, root, collect,
+                                   run))
     return tasks
 
 
