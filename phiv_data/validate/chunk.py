@@ -33,9 +33,10 @@ from phiv_data.validate.tokens import TokenCounter, image_tokens, record_length
 
 BLOCK_BYTES = 128 << 10
 # Small enough that the objects decoded from one block are still in the CPU cache when the
-# bulk checks walk them again (existence, texts, counts): 128 KiB blocks took about 20% less
-# CPU than 4 MiB ones on UCF-101-shaped files (bench/validate.py). Longer lines are carried
-# over from block to block up to --max-line-bytes.
+# bulk checks walk them again (existence, texts, counts). On the UCF-101-shaped bench file,
+# validating the whole file as one chunk took 4% (quiet machine) to 20% (other processes
+# sharing the caches) less CPU than with 4 MiB blocks; end to end, with hashing and start-up,
+# the difference was within noise. Longer lines are carried over up to --max-line-bytes.
 # Literal patterns: the regex engine scans for a literal prefix faster than `in` does for
 # two-character needles made of common path characters.
 _PARENT_OR_ABSOLUTE = re.compile(r"\.\.")
