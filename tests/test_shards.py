@@ -6,8 +6,8 @@ import pytest
 
 from phiv_data import (
     DataError,
-    ManifestError,
     Manifest,
+    ManifestError,
     Record,
     ShardWriter,
     Validation,
