@@ -10,14 +10,12 @@ recorded sha256 is that of the bytes validated.
 from __future__ import annotations
 
 import hashlib
-import multiprocessing
 import os
 import queue
 import sys
 import threading
 import time
 import uuid
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -148,6 +146,10 @@ def _hash(path: Path) -> str:
 
 
 def _pool_context():
+    # Imported here: with one worker (the common case) the process pool is never used,
+    # and multiprocessing with concurrent.futures cost about 15 ms of start-up.
+    import multiprocessing
+
     # fork starts workers in milliseconds with everything imported; elsewhere spawn.
     method = "fork" if sys.platform.startswith("linux") else "spawn"
     return multiprocessing.get_context(method)
@@ -222,6 +224,8 @@ def run_tasks(tasks: list[ChunkTask], workers: int, inputs: list[InputFile]
     hashes: dict[int, str] = {}
     if workers <= 1 or len(tasks) <= 1:
         return _run_inline(tasks, inputs, hashes), hashes
+    from concurrent.futures import ProcessPoolExecutor
+
     with ProcessPoolExecutor(max_workers=min(workers, len(tasks)),
                              mp_context=_pool_context()) as pool:
         futures = [pool.submit(validate_chunk, task) for task in tasks]
