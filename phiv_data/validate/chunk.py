@@ -198,18 +198,23 @@ class _ChunkValidator:
                     else:
                         carry += block
                     continue
-                data = carry + block[:cut] if carry else block[:cut]
-                self._process(data, skipped)
+                # The block's incomplete last line goes through the split too and comes
+                # back as the carry: one copy of the block fewer than slicing it off first.
+                carry = self._process(carry + block if carry else block, skipped, True)
                 skipped = 0
-                carry = block[cut + 1:]
         if carry or skipped:
             self._process(carry, skipped)
         return result
 
     # -- one block of complete lines --------------------------------------------------
-    def _process(self, data: bytes, skipped: int) -> None:
+    def _process(self, data: bytes, skipped: int, partial: bool = False) -> bytes:
+        """Validate the lines of ``data``; with ``partial``, its text after the last newline
+        is an incomplete line: it is left out and returned (else ``b""``). ``data`` is only
+        scanned for bytes that flag lines for a closer look, so the incomplete line in it
+        can only cause a scan of the complete ones."""
         result, options = self.result, self.options
         lines = data.split(b"\n")
+        rest = lines.pop() if partial else b""
         count = len(lines)
         base = result.lines  # lines before this block, within the chunk
         result.lines += count
@@ -238,7 +243,7 @@ class _ChunkValidator:
         if not valid:
             if self.task.collect_references:
                 result.reference_counts.extend([0] * count)
-            return
+            return rest
 
         def where() -> list[tuple[int, object]]:
             nonlocal located
@@ -314,6 +319,7 @@ class _ChunkValidator:
                                                    record.id))  # type: ignore[attr-defined]
         if self.counter is not None:
             self._token_budget(where(), bad)
+        return rest
 
     def _decode(self, lines: list[bytes], base: int, too_long: dict[int, int],
                 precise: set[int]) -> list:
