@@ -14,7 +14,6 @@ from __future__ import annotations
 import gc
 import re
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import chain, islice
 from operator import attrgetter
@@ -110,14 +109,11 @@ def _start_run(run: str) -> None:
         _CACHED_RUN[0] = run
 
 
-def validate_chunk(task: ChunkTask, on_block: Callable[[bytes], object] | None = None
-                   ) -> ChunkResult:
+def validate_chunk(task: ChunkTask) -> ChunkResult:
     """Validate one chunk (runs in a worker process or inline).
 
     Args:
         task: the byte range and options.
-        on_block: called with every block of bytes read, in order (the runner hashes a
-            file validated as one chunk from them instead of reading it a second time).
 
     Returns:
         The chunk's :class:`ChunkResult`.
@@ -128,7 +124,7 @@ def validate_chunk(task: ChunkTask, on_block: Callable[[bytes], object] | None =
     collecting = gc.isenabled()
     gc.disable()
     try:
-        return _ChunkValidator(task).run(on_block)
+        return _ChunkValidator(task).run()
     finally:
         if collecting:
             gc.enable()
@@ -163,7 +159,7 @@ class _ChunkValidator:
             self.counter = _COUNTERS[name]
 
     # -- reading -----------------------------------------------------------------------
-    def run(self, on_block: Callable[[bytes], object] | None = None) -> ChunkResult:
+    def run(self) -> ChunkResult:
         task, result = self.task, self.result
         limit = self.options.max_line_bytes
         # Blocks no longer than the line limit: only a block's first line (which may
@@ -179,8 +175,6 @@ class _ChunkValidator:
                 block = handle.read(min(block_bytes, remaining))
                 if not block:
                     break
-                if on_block is not None:
-                    on_block(block)
                 remaining -= len(block)
                 result.size += len(block)
                 if at_file_start:

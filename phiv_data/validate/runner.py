@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import queue
 import sys
 import threading
 import time
@@ -168,62 +167,15 @@ def _hash_files(inputs: list[InputFile], hashes: dict[int, str]) -> threading.Th
     return thread
 
 
-class _BlockHasher:
-    """sha256 of the blocks a chunk reads, computed on a thread (hashlib releases the GIL)
-    so that a file validated as one chunk is hashed without being read a second time."""
-
-    BACKLOG = 64
-    """Blocks waiting at most (8 MiB): beyond, the reader waits for the hashing thread."""
-
-    def __init__(self) -> None:
-        self._digest = hashlib.sha256()
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._work, name="phiv-validate-hash",
-                                        daemon=True)
-        self._thread.start()
-
-    def _work(self) -> None:
-        while (block := self._queue.get()) is not None:
-            self._digest.update(block)
-
-    def __call__(self, block: bytes) -> None:
-        while self._queue.qsize() > self.BACKLOG:
-            time.sleep(0.001)
-        self._queue.put(block)
-
-    def hexdigest(self) -> str:
-        self._queue.put(None)
-        self._thread.join()
-        return self._digest.hexdigest()
-
-
-def _run_inline(tasks: list[ChunkTask], inputs: list[InputFile], hashes: dict[int, str]
-                ) -> list[ChunkResult]:
-    # A file validated as one chunk from its first byte to its size is hashed from the
-    # blocks read; any other file (none here in practice) by reading it again.
-    whole = {task.file_index for task in tasks
-             if task.start == 0 and task.end == inputs[task.file_index].path.stat().st_size}
-    if len(whole) != len(tasks) or len(whole) != len(inputs):
-        hashing = _hash_files(inputs, hashes)
-        results = [validate_chunk(task) for task in tasks]
-        hashing.join()
-        return results
-    results = []
-    for task in tasks:
-        hasher = _BlockHasher()
-        try:
-            results.append(validate_chunk(task, hasher))
-        finally:
-            hashes[task.file_index] = hasher.hexdigest()
-    return results
-
-
 def run_tasks(tasks: list[ChunkTask], workers: int, inputs: list[InputFile]
               ) -> tuple[list[ChunkResult], dict[int, str]]:
     """Validate every chunk; return results in task order and each file's sha256."""
     hashes: dict[int, str] = {}
     if workers <= 1 or len(tasks) <= 1:
-        return _run_inline(tasks, inputs, hashes), hashes
+        hashing = _hash_files(inputs, hashes)
+        results = [validate_chunk(task) for task in tasks]
+        hashing.join()
+        return results, hashes
     from concurrent.futures import ProcessPoolExecutor
 
     with ProcessPoolExecutor(max_workers=min(workers, len(tasks)),
