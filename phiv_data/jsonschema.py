@@ -13,7 +13,7 @@ import orjson
 from pydantic import BaseModel
 
 from phiv_data.manifest import MANIFEST_VERSION, Manifest
-from phiv_data.schema import SCHEMA_VERSION, ROOT_MODELS
+from phiv_data.schema import ROOT_MODELS, SCHEMA_VERSION
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import random
 import re
-import xml.etree.ElementTree as ElementTree
 from collections import Counter
 from pathlib import Path
+from xml.etree import ElementTree
 
 import orjson
 import pytest
@@ -162,8 +162,7 @@ def test_default_sample_is_at_least_50_and_all_when_fewer(tmp_path: Path):
 
 def test_work_is_bounded_by_the_sample_not_the_file(tmp_path: Path, monkeypatch):
     """Thumbnails only for shown records, headers only for the measured sample."""
-    import phiv_data.preview.stats as stats
-    import phiv_data.preview.thumbnails as thumbnails
+    from phiv_data.preview import stats, thumbnails
 
     small_images(tmp_path)
     records = [dict(simple_record(index), conversations=[{

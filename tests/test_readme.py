@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def readme_commands() -> list[str]:
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     setup = text.split("## Set-up on a fresh machine", 1)[1].split("\n## ", 1)[0]
-    return re.findall(r"```bash\n(.+?)\n```", setup, flags=re.S)
+    return re.findall(r"```bash\n(.+?)\n```", setup, flags=re.DOTALL)
 
 
 def test_ci_runs_the_readme_test_command():
@@ -30,7 +30,7 @@ def test_library_snippet_runs_and_its_shard_validates(tmp_path, monkeypatch, cap
 
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     section = text.split("### Using the schema in your own pipeline", 1)[1].split("\n### ", 1)[0]
-    (snippet,) = re.findall(r"```python\n(.+?)\n```", section, flags=re.S)
+    (snippet,) = re.findall(r"```python\n(.+?)\n```", section, flags=re.DOTALL)
     monkeypatch.chdir(tmp_path)
     (tmp_path / "data/mine/images/photos").mkdir(parents=True)
     Image.new("RGB", (64, 48), "orange").save(tmp_path / "data/mine/images/photos/cat.jpg")

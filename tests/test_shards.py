@@ -40,10 +40,9 @@ def test_write_then_read_round_trip(tmp_path):
 def test_failed_write_leaves_nothing(tmp_path):
     target = tmp_path / "out.jsonl"
     target.write_bytes(b"old\n")
-    with pytest.raises(RuntimeError):
-        with ShardWriter(target) as writer:
-            writer.write(make_record(0))
-            raise RuntimeError("crash")
+    with pytest.raises(RuntimeError), ShardWriter(target) as writer:
+        writer.write(make_record(0))
+        raise RuntimeError("crash")
     assert target.read_bytes() == b"old\n"
     assert [p.name for p in tmp_path.iterdir()] == ["out.jsonl"]
 

@@ -63,9 +63,8 @@ def make_images(root: Path) -> dict[str, str]:
 
 def write_jsonl(path: Path, image_lists: list[list[str]], prefix: str = "r") -> Path:
     with open(path, "wb") as handle:
-        for index, images in enumerate(image_lists):
-            handle.write(orjson.dumps({"id": f"{prefix}{index}", "conversations": [
-                {"images": images, "user": "Describe.", "assistant": "ok"}]}) + b"\n")
+        handle.writelines(orjson.dumps({"id": f"{prefix}{index}", "conversations": [
+                {"images": images, "user": "Describe.", "assistant": "ok"}]}) + b"\n" for index, images in enumerate(image_lists))
     return path
 
 
