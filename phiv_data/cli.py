@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextvars
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -56,9 +57,9 @@ class ErrorReportingGroup(TyperGroup):
 
 
 def command_line(program: str = "phiv-data") -> str:
-    """The command line being run, as typed (for manifests and reports)."""
+    """The command line being run, shell-quoted so it can be pasted back (for manifests)."""
     argv = _INVOKED_ARGV.get()
-    return " ".join([program, *(sys.argv[1:] if argv is None else argv)])
+    return shlex.join([program, *(sys.argv[1:] if argv is None else argv)])
 
 
 def make_app(help_text: str) -> typer.Typer:
