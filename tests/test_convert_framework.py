@@ -143,7 +143,8 @@ def test_resume_from_journal_with_torn_line_and_temporaries(tmp_path: Path) -> N
 
     run_conversion(Plan(**{**plan.__dict__, "process": counting}), out, RunOptions(workers=1))
     assert "n0" not in executed and "n12" in executed and "n15" in executed
-    assert len(executed) == 40 - 15 + 1
+    # from the torn line on, plus the three earlier skips (n3, n5, n10), which are retried
+    assert sorted(executed[:3]) == ["n10", "n3", "n5"] and len(executed) == 40 - 15 + 1 + 3
     assert tree_bytes(out) == tree_bytes(reference)
     assert not work.exists()
 
@@ -163,6 +164,33 @@ def test_unfinished_conversion_with_other_options_is_refused(tmp_path: Path) -> 
 def test_strict_stops_at_first_skip_naming_it(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"n3: bad-number: 3 leaves 3 modulo 7"):
         run_conversion(toy_plan(), tmp_path / "out", RunOptions(workers=1, strict=True))
+
+
+def needs_file_row(item: WorkItem) -> Converted | Skipped:
+    """Row function whose input (a file named in the payload) may be missing."""
+    source = Path(item.payload)
+    if not source.is_file():
+        return Skipped("missing-input", f"{source.name} is missing")
+    return Converted(record={"id": item.key, "conversations": [
+        {"images": [], "user": "what does it say?", "assistant": source.read_text()}]})
+
+
+def test_rerun_after_fixing_a_skipped_item_converts_it(tmp_path: Path) -> None:
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    for name in ("a", "c"):
+        (inputs / name).write_text(name.upper())
+    plan = Plan(dataset="files", items=[WorkItem(key=name, split="train",
+                                                 payload=str(inputs / name)) for name in "abc"],
+                process=needs_file_row, options={}, shard_names={"train": "files_train.jsonl"})
+    out = tmp_path / "out"
+    with pytest.raises(DataError, match="missing-input"):
+        run_conversion(plan, out, RunOptions(workers=1, strict=True))
+    (inputs / "b").write_text("B")  # the fix the error asks for
+    report = run_conversion(plan, out, RunOptions(workers=1, strict=True))
+    assert report.skipped == []
+    assert [record.conversations[0].assistant
+            for _, record in read_records(out / "files_train.jsonl")] == ["A", "B", "C"]
 
 
 def test_non_empty_output_directory_is_refused(tmp_path: Path) -> None:

@@ -39,8 +39,9 @@ Then ``convert()`` in the dataset module is typically::
   (``syncfs``) before the manifest is written instead of one fsync per file.
 - **Resumable**: each finished item is appended to ``OUT/.phiv-work/journal.jsonl`` (the
   commit point). A run killed at any moment (SIGKILL included) and rerun with the same
-  command skips the journaled items whose media are still on disk, cleans the killed
-  run's temporaries and finishes; the result is byte-identical to an uninterrupted run.
+  command skips the journaled items whose media are still on disk, tries journaled skips
+  again (their input may have been fixed since), cleans the killed run's temporaries and
+  finishes; the result is byte-identical to an uninterrupted run.
   Rerunning a finished conversion does nothing. Other options or inputs into the same
   ``--out`` are refused with a message saying what differs.
 - **Parallel**: ``RunOptions.workers`` processes (default: every usable core). The output

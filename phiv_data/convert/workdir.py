@@ -147,7 +147,9 @@ class WorkDir:
         """Items already finished by earlier runs, by plan position.
 
         An entry counts only if it belongs to this part, names the same item key, and all
-        its media still exist with the recorded sizes; otherwise the item is redone.
+        its media still exist with the recorded sizes; otherwise the item is redone. Skipped
+        items are always tried again: the user may have fixed the input since (as a
+        ``--strict`` stop tells them to), and an unchanged input gives the same skip.
         """
         done: dict[int, dict[str, Any]] = {}
         if self.journal.is_file():
@@ -163,6 +165,7 @@ class WorkDir:
                     continue
                 position = entry.get("p")
                 if (isinstance(position, int) and position in positions
+                        and not entry.get("s")
                         and plan.items[position].key == entry.get("k")
                         and _media_present(images_root, entry.get("m", []))):
                     done[position] = entry
