@@ -19,19 +19,13 @@ from phiv_train.data import (
     resolve_sources,
     scan_lengths,
 )
-from phiv_train.model.tiny import write_tiny_checkpoint
 from phiv_train.processing.processor import Phi3VProcessor
 from phiv_train.recipe import _evaluation_sources, _training_sources, default_num_crops
 
 
-@pytest.fixture(scope="module")
-def tokenizer_dir(tmp_path_factory):
-    return write_tiny_checkpoint(tmp_path_factory.mktemp("tiny"))
-
-
 @pytest.fixture()
-def processor(tokenizer_dir):
-    return Phi3VProcessor.from_pretrained(tokenizer_dir, num_crops=1)
+def processor(checkpoint):
+    return Phi3VProcessor.from_pretrained(checkpoint, num_crops=1)
 
 
 def test_directory_means_train_split_and_val_for_evaluation(tmp_path):

@@ -18,7 +18,6 @@ from fixtures_train import base_arguments, colour_dataset, colour_record, write_
 from safetensors.torch import load_file
 
 from phiv_train.model import Phi3VForCausalLM
-from phiv_train.model.tiny import write_tiny_checkpoint
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 
@@ -49,8 +48,7 @@ def losses(output: Path) -> list[float]:
 
 
 @pytest.mark.slow
-def test_zero2_on_two_processes_trains_saves_and_resumes(tmp_path):
-    checkpoint = write_tiny_checkpoint(tmp_path / "tiny")
+def test_zero2_on_two_processes_trains_saves_and_resumes(checkpoint, tmp_path):
     data = colour_dataset(tmp_path / "data", train=8, val=2)
 
     def arguments(output: Path, *extra: str, steps: int = 4) -> list[str]:
@@ -89,10 +87,9 @@ def test_zero2_on_two_processes_trains_saves_and_resumes(tmp_path):
 
 
 @pytest.mark.slow
-def test_zero2_without_a_launcher_runs_as_a_world_of_one(tmp_path):
+def test_zero2_without_a_launcher_runs_as_a_world_of_one(checkpoint, tmp_path):
     """``phiv-train --deepspeed zero2`` on one device, no torchrun: DeepSpeed must not go
     looking for MPI."""
-    checkpoint = write_tiny_checkpoint(tmp_path / "tiny")
     data = colour_dataset(tmp_path / "data", train=4, val=0)
     output = tmp_path / "out"
     phiv_train(base_arguments(checkpoint, data, output, **{"max-steps": 2}) + [
@@ -103,10 +100,9 @@ def test_zero2_without_a_launcher_runs_as_a_world_of_one(tmp_path):
 
 
 @pytest.mark.slow
-def test_lora_under_ddp_with_text_only_records(tmp_path):
+def test_lora_under_ddp_with_text_only_records(checkpoint, tmp_path):
     """Batches without images leave the vision adapters without gradient; DDP must not fail
     on that (the model ties them to the loss with a zero)."""
-    checkpoint = write_tiny_checkpoint(tmp_path / "tiny")
     records = [colour_record("train", i, ("red", "blue")[i % 2]) for i in range(4)]
     records += [{"id": f"text-{i}", "conversations": [
         {"images": [], "user": "Say red.", "assistant": "red"}]} for i in range(4)]
@@ -123,8 +119,7 @@ def test_lora_under_ddp_with_text_only_records(tmp_path):
 
 
 @pytest.mark.slow
-def test_under_the_deepspeed_launcher(tmp_path):
-    checkpoint = write_tiny_checkpoint(tmp_path / "tiny")
+def test_under_the_deepspeed_launcher(checkpoint, tmp_path):
     data = colour_dataset(tmp_path / "data", train=4, val=0)
     output = tmp_path / "out"
     environment = dict(os.environ)

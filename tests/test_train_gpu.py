@@ -16,15 +16,9 @@ import pytest
 from fixtures_train import base_arguments, colour_dataset
 
 from phiv_train.model import Phi3VForCausalLM
-from phiv_train.model.tiny import write_tiny_checkpoint
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 FLASH = importlib.util.find_spec("flash_attn") is not None
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    return write_tiny_checkpoint(tmp_path_factory.mktemp("tiny"))
 
 
 @pytest.fixture(scope="module")

@@ -14,18 +14,12 @@ from transformers import TrainerCallback
 
 from phiv_train.cli import parse_train_args
 from phiv_train.model import Phi3VForCausalLM
-from phiv_train.model.tiny import write_tiny_checkpoint
 from phiv_train.recipe import run
 
 CLIP = "model.vision_embed_tokens.img_processor."
 UNUSED = (CLIP + "vision_model.encoder.layers.1.", CLIP + "vision_model.post_layernorm.")
 PROJECTOR = ("model.vision_embed_tokens.img_projection.", "model.vision_embed_tokens.glb_GN",
              "model.vision_embed_tokens.sub_GN")
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    return write_tiny_checkpoint(tmp_path_factory.mktemp("tiny"))
 
 
 @pytest.fixture(scope="module")

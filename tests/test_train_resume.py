@@ -11,7 +11,6 @@ from transformers import TrainerCallback
 
 from phiv_data.errors import UsageError
 from phiv_train.cli import parse_train_args
-from phiv_train.model.tiny import write_tiny_checkpoint
 from phiv_train.recipe import resume_checkpoint, run
 
 
@@ -28,11 +27,6 @@ class CrashAfterStep(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step > self.step:
             raise Crash(f"interrupted at step {state.global_step}")
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    return write_tiny_checkpoint(tmp_path_factory.mktemp("tiny"))
 
 
 @pytest.fixture(scope="module")
