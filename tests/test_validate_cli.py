@@ -64,6 +64,23 @@ def test_tampered_file_fails_verification(tmp_path):
     assert invoke(path).exit_code == 0  # validating again vouches for the new bytes
     verify_dataset(tmp_path)
 
+def test_validating_again_with_the_same_outcome_keeps_the_manifest_bytes(tmp_path):
+    path = make_dataset(tmp_path)
+    assert invoke(path).exit_code == 0
+    manifest = load_manifest(tmp_path)  # stamp it in the past: a rewrite would show
+    shard = manifest.shard("set_train.jsonl")
+    old = shard.validation.model_copy(update={"validated_at": "2001-01-01T00:00:00+00:00"})
+    save_manifest(tmp_path, manifest.model_copy(
+        update={"shards": [shard.model_copy(update={"validation": old})]}))
+    first = (tmp_path / "manifest.json").read_bytes()
+    result = invoke(path)
+    assert result.exit_code == 0 and "recorded in" in result.output
+    assert (tmp_path / "manifest.json").read_bytes() == first  # a re-run changes nothing
+    assert invoke(path, "--check-images", "decode").exit_code == 0  # another check
+    validation = load_manifest(tmp_path).shard("set_train.jsonl").validation
+    assert validation.validated_at != "2001-01-01T00:00:00+00:00"
+    assert "media" in {check.name for check in validation.checks}
+
 
 def test_invalid_file_exits_one_and_creates_no_manifest(tmp_path):
     path = make_dataset(tmp_path, records=[record("r1"), record("r1", images=["gone.jpg"])])

@@ -6,7 +6,9 @@ dataset, media, tokens). ``phiv_data.shards.verify_dataset`` (what the trainer c
 accepts the file while its bytes are unchanged.
 
 Policy: an existing manifest is always updated, failures included (``passed: false``, so
-the trainer refuses the file with the error count). A directory without a manifest (JSONL
+the trainer refuses the file with the error count). Validating unchanged files again with
+the same options and the same outcome keeps the manifest's bytes (its ``validated_at``
+included), so re-running a pipeline leaves a dataset byte-identical. A directory without a manifest (JSONL
 written by other tools) gets one only when every file validated in it passed, listing each
 file with its split (from the file name) and images root: a failed run leaves no new file.
 """
@@ -65,6 +67,15 @@ def _entry(report: ValidationReport, summary: FileSummary, directory: Path,
                  images=summary.images, unlabeled=summary.unlabeled, validation=validation)
 
 
+def _same_outcome(existing: Shard, entry: Shard) -> bool:
+    """Whether ``entry`` says what ``existing`` says, the validation's time aside."""
+    if existing.validation is None or entry.validation is None:
+        return False
+    stamp = {"validated_at": existing.validation.validated_at}
+    return existing == entry.model_copy(
+        update={"validation": entry.validation.model_copy(update=stamp)})
+
+
 def record_validation(report: ValidationReport) -> list[Path]:
     """Write the outcome of ``report`` into the manifest of each file's directory.
 
@@ -72,8 +83,9 @@ def record_validation(report: ValidationReport) -> list[Path]:
         report: from :func:`phiv_data.validate.validate_paths`.
 
     Returns:
-        The manifests written (a directory without a manifest whose files did not all
-        pass gets none).
+        The manifests that now record the outcome (a directory without a manifest whose
+        files did not all pass gets none; one whose entries would not change is left
+        untouched and still listed).
 
     Raises:
         ManifestError: when an existing manifest is damaged.
@@ -91,14 +103,18 @@ def record_validation(report: ValidationReport) -> list[Path]:
             producer={"tool": "phiv-data validate",
                       "note": "manifest created when validating files written elsewhere"})
         shards = list(manifest.shards)
+        changed = not exists
         for summary in summaries:
             name = relative_posix(summary.path, directory)
             existing = manifest.shard(name)
             entry = _entry(report, summary, directory, existing)
             if existing is None:
                 shards.append(entry)
-            else:
+                changed = True
+            elif not _same_outcome(existing, entry):
                 shards[shards.index(existing)] = entry
-        manifest = manifest.model_copy(update={"shards": shards})
-        written.append(save_manifest(directory, manifest))
+                changed = True
+        if changed:
+            save_manifest(directory, manifest.model_copy(update={"shards": shards}))
+        written.append(directory / MANIFEST_NAME)
     return written
