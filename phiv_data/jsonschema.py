@@ -1,4 +1,5 @@
-"""Generate the JSON Schema files in ``schemas/`` from the pydantic models.
+"""Generate the JSON Schema files in ``schemas/`` from the models (records: pydantic;
+manifest: msgspec).
 
 Run ``python -m phiv_data.jsonschema [DIR]`` after changing ``phiv_data/schema.py`` or
 ``phiv_data/manifest.py``; ``tests/test_schema_files.py`` fails while the files are stale.
@@ -9,8 +10,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import msgspec
 import orjson
-from pydantic import BaseModel
 
 from phiv_data.manifest import MANIFEST_VERSION, Manifest
 from phiv_data.schema import ROOT_MODELS, SCHEMA_VERSION
@@ -18,15 +19,26 @@ from phiv_data.schema import ROOT_MODELS, SCHEMA_VERSION
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
 
 
+def _struct_schema(struct: type) -> dict:
+    """msgspec's schema with the root definition inlined (the layout pydantic writes) and
+    unknown fields refused, as the decoder refuses them."""
+    document = msgspec.json.schema(struct)
+    definitions = document.pop("$defs", {})
+    root = definitions.pop(document.pop("$ref").rsplit("/", 1)[-1])
+    forbid = {"additionalProperties": False}
+    return {**root, **forbid, "$defs": {name: {**value, **forbid}
+                                         for name, value in definitions.items()}}
+
+
 def schema_documents() -> dict[str, dict]:
     """File name -> JSON Schema document, for every exported model."""
-    documents: dict[str, dict] = {}
-    models: dict[str, tuple[type[BaseModel], str]] = {
-        name: (model, SCHEMA_VERSION) for name, model in ROOT_MODELS.items()
+    generated: dict[str, tuple[dict, str]] = {
+        name: (model.model_json_schema(mode="validation"), SCHEMA_VERSION)
+        for name, model in ROOT_MODELS.items()
     }
-    models["manifest"] = (Manifest, str(MANIFEST_VERSION))
-    for name, (model, version) in models.items():
-        document = model.model_json_schema(mode="validation")
+    generated["manifest"] = (_struct_schema(Manifest), str(MANIFEST_VERSION))
+    documents: dict[str, dict] = {}
+    for name, (document, version) in generated.items():
         document = {
             "$schema": "https://json-schema.org/draft/2020-12/schema",
             "$id": f"https://phiv.dev/schemas/{name}.v{version}.json",

@@ -10,11 +10,11 @@ match.
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+import msgspec
 
-from phiv_data.schema import SCHEMA_VERSION
+from phiv_data._version import SCHEMA_VERSION, __version__
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_VERSION = 1
@@ -26,84 +26,83 @@ def utc_now() -> str:
 
 
 def tool_version() -> str:
-    """phiv's version as installed (``0+unknown`` when running from a bare checkout)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("phiv")
-    except PackageNotFoundError:
-        return "0+unknown"
+    """phiv's version (``pyproject.toml`` reads it from ``phiv_data._version``)."""
+    return __version__
 
 
-class CheckOutcome(BaseModel):
+def _described(kind: Any, description: str) -> Any:
+    return Annotated[kind, msgspec.Meta(description=description)]
+
+
+# msgspec structs, not pydantic models: the manifest is phiv's own bookkeeping, read and
+# written by every validation and every training start, and msgspec keeps pydantic's import
+# and model building (half of `phiv-data validate`'s start-up) off those paths. The record
+# format (phiv_data.schema), the contract other pipelines import, stays pydantic.
+class _Entry(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    def replace(self, **changes: Any) -> Any:
+        """A copy with ``changes`` applied (what pydantic calls ``model_copy(update=...)``)."""
+        return msgspec.structs.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON-ready dict written to ``manifest.json`` (fields in declaration order)."""
+        return msgspec.to_builtins(self)
+
+
+class CheckOutcome(_Entry, kw_only=True, forbid_unknown_fields=True):
     """One family of validation checks and how it went."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field(description="syntax, schema, dataset, media, tokens, ...")
+    name: _described(str, "syntax, schema, dataset, media, tokens, ...")
     passed: bool
     errors: int = 0
     warnings: int = 0
-    options: dict[str, Any] = Field(default_factory=dict)
+    options: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
-class Validation(BaseModel):
+class Validation(_Entry, kw_only=True, forbid_unknown_fields=True):
     """The outcome of ``phiv-data validate`` for one shard's exact bytes."""
 
-    model_config = ConfigDict(extra="forbid")
-
     passed: bool
-    sha256: str = Field(description="sha256 of the shard bytes that were validated.")
+    sha256: _described(str, "sha256 of the shard bytes that were validated.")
     errors: int = 0
     warnings: int = 0
-    checks: list[CheckOutcome] = Field(default_factory=list)
-    images_root: str | None = Field(
-        default=None, description="Images root used for the media checks."
-    )
-    tool_version: str = Field(default_factory=tool_version)
+    checks: list[CheckOutcome] = msgspec.field(default_factory=list)
+    images_root: _described(str | None, "Images root used for the media checks.") = None
+    tool_version: str = msgspec.field(default_factory=tool_version)
     schema_version: str = SCHEMA_VERSION
-    validated_at: str = Field(default_factory=utc_now)
+    validated_at: str = msgspec.field(default_factory=utc_now)
 
 
-class Shard(BaseModel):
+class Shard(_Entry, kw_only=True, forbid_unknown_fields=True):
     """One JSONL file of records."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    file: str = Field(description="Path relative to the manifest's directory, '/' separators.")
-    split: str | None = Field(default=None, description="train, val, test, ... when known.")
-    images_root: str = Field(
-        default="images",
-        description="Directory image paths are relative to: relative to the manifest's "
-        "directory, or absolute when it lies elsewhere.",
-    )
+    file: _described(str, "Path relative to the manifest's directory, '/' separators.")
+    split: _described(str | None, "train, val, test, ... when known.") = None
+    images_root: _described(
+        str, "Directory image paths are relative to: relative to the manifest's directory, "
+        "or absolute when it lies elsewhere.") = "images"
     sha256: str
     size_bytes: int
-    records: int = Field(description="Number of records (= lines).")
-    images: int = Field(description="Number of image references over all records.")
-    unlabeled: int = Field(default=0, description="Records whose last answer is null.")
+    records: _described(int, "Number of records (= lines).")
+    images: _described(int, "Number of image references over all records.")
+    unlabeled: _described(int, "Records whose last answer is null.") = 0
     validation: Validation | None = None
 
 
-class Manifest(BaseModel):
+class Manifest(_Entry, kw_only=True, forbid_unknown_fields=True):
     """``manifest.json`` of a dataset directory."""
-
-    model_config = ConfigDict(extra="forbid")
 
     format: Literal["phiv-manifest"] = "phiv-manifest"
     manifest_version: int = MANIFEST_VERSION
     schema_version: str = SCHEMA_VERSION
-    tool_version: str = Field(default_factory=tool_version)
-    created_at: str = Field(default_factory=utc_now)
-    shards: list[Shard] = Field(default_factory=list)
-    producer: dict[str, Any] | None = Field(
-        default=None,
-        description="What wrote the data: command, options, timings, host, workers. "
-        "Everything specific to one run lives here and nowhere else.",
-    )
-    report: dict[str, Any] | None = Field(
-        default=None, description="What was skipped or changed while producing the data, and why."
-    )
+    tool_version: str = msgspec.field(default_factory=tool_version)
+    created_at: str = msgspec.field(default_factory=utc_now)
+    shards: list[Shard] = msgspec.field(default_factory=list)
+    producer: _described(
+        dict[str, Any] | None, "What wrote the data: command, options, timings, host, "
+        "workers. Everything specific to one run lives here and nowhere else.") = None
+    report: _described(
+        dict[str, Any] | None,
+        "What was skipped or changed while producing the data, and why.") = None
 
     def shard(self, file: str) -> Shard | None:
         """The entry for ``file`` (relative to the manifest directory), if any."""

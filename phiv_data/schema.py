@@ -20,8 +20,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-SCHEMA_VERSION = "1.0"
-"""Version of the record format. Bumped on any change a reader must know about."""
+from phiv_data._version import SCHEMA_VERSION as SCHEMA_VERSION  # re-exported
+
 
 NonEmptyText = Annotated[str, StringConstraints(min_length=1)]
 

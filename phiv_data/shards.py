@@ -15,14 +15,21 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
+import msgspec
 import orjson
-from pydantic import ValidationError
 
 from phiv_data.errors import DataError, Location, ManifestError, display_path
 from phiv_data.manifest import MANIFEST_NAME, Manifest, Shard
-from phiv_data.schema import Record
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
+    from phiv_data.schema import Record
+
+# The record functions import the pydantic schema when first called: reading and writing
+# manifests (what `phiv-data validate` and the trainer's gate do) never needs it.
 
 TEMP_SUFFIX = ".tmp"
 _HASH_CHUNK = 1 << 20
@@ -143,6 +150,10 @@ def parse_record(line: bytes, *, file: str | None = None, line_number: int | Non
         DataError: with ``file:line: field`` and pydantic's message, when the line is not
             a valid record.
     """
+    from pydantic import ValidationError
+
+    from phiv_data.schema import Record
+
     try:
         return Record.model_validate_json(line)
     except ValidationError as error:
@@ -177,6 +188,8 @@ def record_to_line(record: Record | dict[str, Any]) -> bytes:
 
     A dict is validated as a ``Record`` first, so nothing invalid is ever written.
     """
+    from phiv_data.schema import Record
+
     if not isinstance(record, Record):
         record = Record.model_validate(record)
     return orjson.dumps(record.to_json_dict()) + b"\n"
@@ -217,6 +230,8 @@ class ShardWriter:
         """Append one record (validated first when given as a dict)."""
         if self._handle is None:
             raise RuntimeError("ShardWriter.write called outside its `with` block")
+        from phiv_data.schema import Record
+
         if not isinstance(record, Record):
             record = Record.model_validate(record)
         line = record_to_line(record)
@@ -264,6 +279,10 @@ def describe_shard(path: str | Path, *, manifest_dir: str | Path | None = None,
 
     Lines that are not valid records count as records but contribute no images.
     """
+    from pydantic import ValidationError
+
+    from phiv_data.schema import Record
+
     path = Path(path)
     manifest_dir = Path(manifest_dir) if manifest_dir is not None else path.parent
     digest = hashlib.sha256()
@@ -319,6 +338,17 @@ def manifest_path(directory_or_file: str | Path) -> Path:
     return path if path.name == MANIFEST_NAME or path.suffix == ".json" else path / MANIFEST_NAME
 
 
+_decode_manifest = msgspec.json.Decoder(Manifest).decode
+
+
+def _manifest_problem(error: msgspec.DecodeError) -> str:
+    """msgspec's message with its location (``- at `$.shards[0].records```) put first."""
+    message, separator, where = str(error).rpartition(" - at `$")
+    if not separator:
+        return str(error)
+    return f"{where.rstrip('`').lstrip('.')}: {message}"
+
+
 def load_manifest(directory_or_file: str | Path) -> Manifest:
     """Read a dataset directory's ``manifest.json``.
 
@@ -333,11 +363,10 @@ def load_manifest(directory_or_file: str | Path) -> Manifest:
             hint="run `phiv-data validate` on its .jsonl files to check them and write one",
         )
     try:
-        return Manifest.model_validate_json(path.read_bytes())
-    except ValidationError as error:
-        first = error.errors()[0]
+        return _decode_manifest(path.read_bytes())
+    except msgspec.DecodeError as error:  # msgspec.ValidationError included
         raise ManifestError(
-            f"{shown}: {format_field_path(first['loc'])}: {first['msg']}",
+            f"{shown}: {_manifest_problem(error)}",
             hint="the manifest is damaged; rerun the converter or `phiv-data validate`",
         ) from None
 
@@ -346,7 +375,7 @@ def save_manifest(directory: str | Path, manifest: Manifest) -> Path:
     """Write ``manifest.json`` atomically into ``directory`` (always the last write)."""
     path = Path(directory) / MANIFEST_NAME
     with atomic_write(path, "wb") as handle:
-        handle.write(orjson.dumps(manifest.model_dump(mode="json"), option=orjson.OPT_INDENT_2))
+        handle.write(orjson.dumps(manifest.to_dict(), option=orjson.OPT_INDENT_2))
         handle.write(b"\n")
     return path
 

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 from pydantic import ValidationError
 
-from phiv_data import SCHEMA_VERSION, Record, Turn, read_records
+from phiv_data import SCHEMA_VERSION, Record, Turn, load_manifest, read_records
 from phiv_data.phi3v import find_special_text, hd_grid, image_token_count
 from phiv_data.validate import ValidationOptions, validate_paths
 
@@ -85,6 +85,23 @@ def test_importing_phiv_data_does_not_import_torch():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_validating_a_valid_file_builds_no_pydantic_model(tmp_path):
+    """Start-up: the validator's fast path and the manifest (msgspec) need no pydantic; a
+    command that imports it pays about 100 ms before reading a line."""
+    (tmp_path / "images").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "images" / "a.jpg")
+    (tmp_path / "set_train.jsonl").write_text(
+        '{"id": "a", "conversations": [{"images": ["a.jpg"], "user": "q", "assistant": "x"}]}\n')
+    code = ("import sys\nfrom phiv_data.cli import app\n"
+            f"try:\n    app([\"validate\", {str(tmp_path / 'set_train.jsonl')!r}])\n"
+            "except SystemExit as stop:\n    assert stop.code == 0, stop.code\n"
+            "print(sorted(name for name in ('pydantic', 'phiv_data.schema') if name in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True)
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+    assert load_manifest(tmp_path).shard("set_train.jsonl").validation.passed
 
 
 def test_optional_additions():

@@ -82,6 +82,30 @@ def test_missing_manifest_is_explained(tmp_path):
         load_manifest(tmp_path)
 
 
+@pytest.mark.parametrize(("text", "message"), [
+    ('{"shards": [{"file": 1}]}', r"manifest.json: shards\[0\]\.file: Expected `str`, got `int`"),
+    ('{"shards": [{"file": "a"}]}', r"shards\[0\]: Object missing required field `sha256`"),
+    ('{"shards": [], "extra": 1}', "unknown field `extra`"),
+    ('{"shards": [', "truncated"), ('{"shards": x}', "JSON is malformed"),
+])
+def test_damaged_manifest_says_where(tmp_path, text, message):
+    (tmp_path / "manifest.json").write_text(text)
+    with pytest.raises(ManifestError, match=message) as caught:
+        load_manifest(tmp_path)
+    assert "rerun the converter" in caught.value.hint
+
+
+def test_manifest_round_trips_its_bytes(tmp_path):
+    shard = write_records(tmp_path / "d_train.jsonl", [make_record(0)], split="train")
+    shard = shard.replace(validation=Validation(passed=True, sha256=shard.sha256))
+    save_manifest(tmp_path, Manifest(shards=[shard], producer={"command": "x"}))
+    first = (tmp_path / "manifest.json").read_bytes()
+    loaded = load_manifest(tmp_path)
+    assert loaded.shards == [shard] and loaded.producer == {"command": "x"}
+    save_manifest(tmp_path, loaded)
+    assert (tmp_path / "manifest.json").read_bytes() == first
+
+
 @pytest.mark.parametrize(("name", "split"), [
     ("ucf101_train.jsonl", "train"), ("dev_seen.jsonl", "val"), ("docvqa_test.jsonl", "test"),
     ("records.jsonl", None), ("nlvr2_validation.jsonl", "val"),

@@ -69,9 +69,8 @@ def test_validating_again_with_the_same_outcome_keeps_the_manifest_bytes(tmp_pat
     assert invoke(path).exit_code == 0
     manifest = load_manifest(tmp_path)  # stamp it in the past: a rewrite would show
     shard = manifest.shard("set_train.jsonl")
-    old = shard.validation.model_copy(update={"validated_at": "2001-01-01T00:00:00+00:00"})
-    save_manifest(tmp_path, manifest.model_copy(
-        update={"shards": [shard.model_copy(update={"validation": old})]}))
+    old = shard.validation.replace(validated_at="2001-01-01T00:00:00+00:00")
+    save_manifest(tmp_path, manifest.replace(shards=[shard.replace(validation=old)]))
     first = (tmp_path / "manifest.json").read_bytes()
     result = invoke(path)
     assert result.exit_code == 0 and "recorded in" in result.output

@@ -193,21 +193,25 @@ class _ChunkValidator:
                         carry += block
                     continue
                 # The block's incomplete last line goes through the split too and comes
-                # back as the carry: one copy of the block fewer than slicing it off first.
-                carry = self._process(carry + block if carry else block, skipped, True)
+                # back as the carry, and the previous carry is joined to the first line
+                # only: the block itself is never copied.
+                carry = self._process(block, skipped, True, carry)
                 skipped = 0
         if carry or skipped:
             self._process(carry, skipped)
         return result
 
     # -- one block of complete lines --------------------------------------------------
-    def _process(self, data: bytes, skipped: int, partial: bool = False) -> bytes:
-        """Validate the lines of ``data``; with ``partial``, its text after the last newline
-        is an incomplete line: it is left out and returned (else ``b""``). ``data`` is only
-        scanned for bytes that flag lines for a closer look, so the incomplete line in it
+    def _process(self, data: bytes, skipped: int, partial: bool = False,
+                 head: bytes = b"") -> bytes:
+        """Validate the lines of ``head + data``; with ``partial``, the text after the last
+        newline is an incomplete line: it is left out and returned (else ``b""``). The bytes
+        are only scanned for bytes that flag lines for a closer look, so the incomplete line
         can only cause a scan of the complete ones."""
         result, options = self.result, self.options
         lines = data.split(b"\n")
+        if head:
+            lines[0] = head + lines[0]
         rest = lines.pop() if partial else b""
         count = len(lines)
         base = result.lines  # lines before this block, within the chunk
@@ -215,7 +219,7 @@ class _ChunkValidator:
         too_long: dict[int, int] = {}
         if skipped or len(lines[0]) > options.max_line_bytes:
             too_long[0] = skipped + len(lines[0])
-        if b"\r" in data:
+        if b"\r" in data or b"\r" in head:
             for index, line in enumerate(lines):
                 if line.endswith(b"\r"):
                     lines[index] = line[:-1]
@@ -249,7 +253,7 @@ class _ChunkValidator:
         single_turn = len(turns) == len(valid)
         answers = list(map(_ASSISTANT, turns))
         # Text rules: flag lines by a memchr over the block, blank text by str.isspace.
-        if b"<" in data or b"\\" in data or b"\x7f" in data:
+        if any(b"<" in part or b"\\" in part or b"\x7f" in part for part in (data, head)):
             precise.update(index for index, line in enumerate(lines)
                            if b"<" in line or b"\\" in line or b"\x7f" in line)
         if any(map(str.isspace, map(_USER, turns))) or any(
@@ -276,7 +280,10 @@ class _ChunkValidator:
                                  if len(record.conversations) == 1
                                  and record.conversations[0].assistant is not None)
             last_answers = [record.conversations[-1].assistant for record in valid]
-        result.images_per_record.update(image_counts)
+        if image_counts.count(image_counts[0]) == len(image_counts):  # one count: C speed
+            result.images_per_record[image_counts[0]] += len(image_counts)
+        else:
+            result.images_per_record.update(image_counts)
         result.images += sum(image_counts)
         unlabeled = last_answers.count(None)
         if unlabeled:

@@ -72,8 +72,7 @@ def _same_outcome(existing: Shard, entry: Shard) -> bool:
     if existing.validation is None or entry.validation is None:
         return False
     stamp = {"validated_at": existing.validation.validated_at}
-    return existing == entry.model_copy(
-        update={"validation": entry.validation.model_copy(update=stamp)})
+    return existing == entry.replace(validation=entry.validation.replace(**stamp))
 
 
 def record_validation(report: ValidationReport) -> list[Path]:
@@ -115,6 +114,6 @@ def record_validation(report: ValidationReport) -> list[Path]:
                 shards[shards.index(existing)] = entry
                 changed = True
         if changed:
-            save_manifest(directory, manifest.model_copy(update={"shards": shards}))
+            save_manifest(directory, manifest.replace(shards=shards))
         written.append(directory / MANIFEST_NAME)
     return written

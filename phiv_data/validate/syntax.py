@@ -7,14 +7,15 @@ pydantic error of :class:`phiv_data.schema.Record`, each mapped to a stable code
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
-from pydantic import ValidationError
 
-from phiv_data.schema import Record
 from phiv_data.shards import format_field_path
 from phiv_data.validate.issues import Issue
+
+if TYPE_CHECKING:
+    from phiv_data.schema import Record
 
 _RECORD_FIELDS = "id, source, conversations, meta"
 _TURN_FIELDS = "images, user, assistant"
@@ -110,6 +111,11 @@ def classify_line(raw: bytes, line: int) -> tuple[list[Issue], Record | None]:
     if not isinstance(value, dict):
         return [Issue("E-NOT-OBJECT", f"the line is {json_type_name(value)}, not a JSON "
                       "object (one record per line)", None, line)], None
+    # pydantic is imported for the first line that needs it: valid files never do.
+    from pydantic import ValidationError
+
+    from phiv_data.schema import Record
+
     try:
         return [], Record.model_validate_json(raw)
     except ValidationError as error:
