@@ -38,7 +38,12 @@ _EXPORTS = {
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 
-__all__ = ["SCHEMA_VERSION", "__version__", *sorted(_MODULE_OF)]
+__all__ = [
+    "SCHEMA_VERSION", "DataError", "Manifest", "ManifestError", "MediaError", "PhivError",
+    "Record", "Shard", "ShardWriter", "Turn", "UsageError", "Validation", "__version__",
+    "atomic_write", "load_manifest", "read_records", "save_manifest", "verify_dataset",
+    "write_records",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -87,6 +87,16 @@ def test_importing_phiv_data_does_not_import_torch():
     assert result.stdout.strip() == "[]"
 
 
+def test_every_lazy_export_resolves():
+    import phiv_data
+
+    assert set(phiv_data.__all__) == {*phiv_data._MODULE_OF, "SCHEMA_VERSION", "__version__"}
+    for name in phiv_data.__all__:
+        assert getattr(phiv_data, name) is not None
+    with pytest.raises(AttributeError, match="no attribute 'Recrod'"):
+        phiv_data.Recrod  # noqa: B018
+
+
 def test_validating_a_valid_file_builds_no_pydantic_model(tmp_path):
     """Start-up: the validator's fast path and the manifest (msgspec) need no pydantic; a
     command that imports it pays about 100 ms before reading a line."""
