@@ -3,6 +3,7 @@ result does not depend on the number of workers or on how the file is cut."""
 
 from __future__ import annotations
 
+import hashlib
 import tempfile
 from pathlib import Path
 
@@ -48,6 +49,7 @@ def run_on(content: bytes, **options) -> None:
         path = Path(folder) / "data.jsonl"
         path.write_bytes(content)
         report = validate_paths([path], ValidationOptions(workers=1, **options))
+    assert report.files[0].sha256 == hashlib.sha256(content).hexdigest()  # hashed as read
     lines = content.count(b"\n") + (0 if content.endswith(b"\n") or not content else 1)
     for issue in report.issues:
         assert issue.code in CATALOGUE
@@ -55,6 +57,12 @@ def run_on(content: bytes, **options) -> None:
     assert report.ok == (report.errors == 0)
     report.render_text()
     orjson.dumps(report.to_dict())
+
+
+@pytest.mark.parametrize("content", [
+    b"", b"\xef\xbb\xbf" + b'{"id": "a"}\r\n', b'{"id": "a"}' * 40_000])
+def test_the_recorded_sha256_is_that_of_every_byte_read(content):
+    run_on(content)  # BOM, CRLF, no final newline, several read blocks
 
 
 @PROPERTY_SETTINGS
@@ -131,6 +139,7 @@ def test_long_lines_are_reported_without_reading_them_whole(tmp_path, limit):
     report = validate_paths([path], ValidationOptions(workers=1, max_line_bytes=limit))
     assert [(issue.code, issue.line) for issue in report.issues] == [("E-LINE-TOO-LONG", 2)]
     assert report.files[0].records == 2 and report.files[0].lines == 3
+    assert report.files[0].sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def test_lines_longer_than_a_read_block_are_validated_whole(tmp_path):

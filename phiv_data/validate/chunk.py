@@ -14,6 +14,7 @@ from __future__ import annotations
 import gc
 import re
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import chain, islice
 from operator import attrgetter
@@ -109,11 +110,14 @@ def _start_run(run: str) -> None:
         _CACHED_RUN[0] = run
 
 
-def validate_chunk(task: ChunkTask) -> ChunkResult:
+def validate_chunk(task: ChunkTask, on_block: Callable[[bytes], object] | None = None
+                   ) -> ChunkResult:
     """Validate one chunk (runs in a worker process or inline).
 
     Args:
         task: the byte range and options.
+        on_block: called with every block read, in order, before anything is done with it
+            (the runner hashes a whole-file chunk from these instead of reading it again).
 
     Returns:
         The chunk's :class:`ChunkResult`.
@@ -124,7 +128,7 @@ def validate_chunk(task: ChunkTask) -> ChunkResult:
     collecting = gc.isenabled()
     gc.disable()
     try:
-        return _ChunkValidator(task).run()
+        return _ChunkValidator(task).run(on_block)
     finally:
         if collecting:
             gc.enable()
@@ -159,7 +163,7 @@ class _ChunkValidator:
             self.counter = _COUNTERS[name]
 
     # -- reading -----------------------------------------------------------------------
-    def run(self) -> ChunkResult:
+    def run(self, on_block: Callable[[bytes], object] | None = None) -> ChunkResult:
         task, result = self.task, self.result
         limit = self.options.max_line_bytes
         # Blocks no longer than the line limit: only a block's first line (which may
@@ -175,6 +179,8 @@ class _ChunkValidator:
                 block = handle.read(min(block_bytes, remaining))
                 if not block:
                     break
+                if on_block is not None:
+                    on_block(block)
                 remaining -= len(block)
                 result.size += len(block)
                 if at_file_start:

@@ -2,15 +2,17 @@
 
 Files are cut into byte ranges at line starts; each range is validated by
 :func:`phiv_data.validate.chunk.validate_chunk`, inline with one worker or in a process pool
-with several. With one worker each file is one chunk. A thread of the parent hashes each file
-while it is validated, and (size, mtime, inode) are compared before and after, so the
-recorded sha256 is that of the bytes validated.
+with several. With one worker each file is one chunk, read once: a thread hashes the blocks
+the validator reads. With several, a thread of the parent hashes each file while the
+workers validate it. (size, mtime, inode) are compared before and after, so the recorded
+sha256 is that of the bytes validated.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import queue
 import sys
 import threading
 import time
@@ -167,14 +169,36 @@ def _hash_files(inputs: list[InputFile], hashes: dict[int, str]) -> threading.Th
     return thread
 
 
+def _validate_and_hash(task: ChunkTask) -> tuple[ChunkResult, str]:
+    """Validate a whole-file chunk and hash the blocks it reads, in a thread (hashlib
+    releases the GIL): the file is read once, which matters when it exceeds the page cache."""
+    assert task.start == 0
+    digest = hashlib.sha256()
+    blocks: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+
+    def work() -> None:
+        while (block := blocks.get()) is not None:
+            digest.update(block)
+
+    thread = threading.Thread(target=work, name="phiv-validate-hash", daemon=True)
+    thread.start()
+    try:
+        result = validate_chunk(task, blocks.put)
+    finally:
+        blocks.put(None)
+        thread.join()
+    return result, digest.hexdigest()
+
+
 def run_tasks(tasks: list[ChunkTask], workers: int, inputs: list[InputFile]
               ) -> tuple[list[ChunkResult], dict[int, str]]:
     """Validate every chunk; return results in task order and each file's sha256."""
     hashes: dict[int, str] = {}
-    if workers <= 1 or len(tasks) <= 1:
-        hashing = _hash_files(inputs, hashes)
-        results = [validate_chunk(task) for task in tasks]
-        hashing.join()
+    if workers <= 1 or len(tasks) <= 1:  # one chunk per file (plan_chunks)
+        results = []
+        for task in tasks:
+            result, hashes[task.file_index] = _validate_and_hash(task)
+            results.append(result)
         return results, hashes
     from concurrent.futures import ProcessPoolExecutor
 
