@@ -20,9 +20,15 @@ through a pool of real frame files (``--videos`` videos x 8 frames) so that ``ex
 finds every image without writing millions of files; the lookup cost per reference is the
 same whether a frame is referenced once or many times.
 
+With ``--interleave N`` it then runs N rounds, each a bare parse, ``validate --workers 1``
+and ``validate --workers 1 --check-images none`` in turn, and prints the best and the
+median of each: on a machine shared with other work, alternating keeps the load the same
+for both sides of a ratio.
+
 Usage::
 
     python bench/validate.py --lines 300000 --workers 2
+    python bench/validate.py --lines 300000 --workers 2 --interleave 7
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ import os
 import random
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -119,6 +126,8 @@ def main() -> None:
     parser.add_argument("--frame-size", default="320x240", help="WxH of the frames (UCF-101's)")
     parser.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)))
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--interleave", type=int, default=0,
+                        help="rounds of parse / validate / validate none in turn (0: none)")
     parser.add_argument("--dir", type=Path, default=None, help="work folder (default: temp)")
     parser.add_argument("--device", default="cpu",
                         help="accepted for uniform command lines; validation uses no GPU")
@@ -173,8 +182,33 @@ def main() -> None:
           f"{images / decode_one[0]:,.0f} images/s ({images / net_one:,.0f} without start-up); "
           f"--workers {args.workers} {images / decode_all[0]:,.0f} images/s "
           f"({images / net_all:,.0f} without start-up)")
+    if args.interleave:
+        interleaved({"bare orjson parse": [sys.executable, "-c", BASELINE, str(big)],
+                     "validate --workers 1": cli + ["validate", str(big), "--workers", "1"]
+                     + root,
+                     "validate --workers 1 --check-images none": cli + [
+                         "validate", str(big), "--workers", "1", "--check-images", "none"]},
+                    args.interleave)
     if args.dir is None:
         shutil.rmtree(work)
+
+
+def interleaved(commands: dict[str, list[str]], rounds: int) -> None:
+    """Each command once per round, in turn; best and median wall and CPU per command."""
+    walls: dict[str, list[float]] = {name: [] for name in commands}
+    cpus: dict[str, list[float]] = {name: [] for name in commands}
+    for _ in range(rounds):
+        for name, command in commands.items():
+            wall, cpu = timed(command, 1)
+            walls[name].append(wall)
+            cpus[name].append(cpu)
+    base = next(iter(commands))
+    print(f"interleaved, {rounds} rounds; ratios to the bare parse's best (median to median)")
+    for name in commands:
+        best, median = min(walls[name]), statistics.median(walls[name])
+        print(f"{name:<44} wall best {best:.2f} s {best / min(walls[base]):.2f}x, median "
+              f"{median:.2f} s {median / statistics.median(walls[base]):.2f}x; CPU best "
+              f"{min(cpus[name]):.2f} s {min(cpus[name]) / min(cpus[base]):.2f}x")
 
 
 if __name__ == "__main__":
