@@ -9,6 +9,7 @@ match.
 
 from __future__ import annotations
 
+import os
 from datetime import datetime, timezone
 from typing import Annotated, Any, Literal
 
@@ -44,8 +45,15 @@ class _Entry(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         return msgspec.structs.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON-ready dict written to ``manifest.json`` (fields in declaration order)."""
-        return msgspec.to_builtins(self)
+        """The JSON-ready dict written to ``manifest.json`` (fields in declaration order;
+        paths in the free ``producer``/``report`` objects become strings)."""
+        return msgspec.to_builtins(self, enc_hook=_encode_other)
+
+
+def _encode_other(value: Any) -> Any:
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    raise TypeError(f"{type(value).__name__} cannot be written to a manifest: {value!r}")
 
 
 class CheckOutcome(_Entry, kw_only=True, forbid_unknown_fields=True):

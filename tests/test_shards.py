@@ -98,10 +98,12 @@ def test_damaged_manifest_says_where(tmp_path, text, message):
 def test_manifest_round_trips_its_bytes(tmp_path):
     shard = write_records(tmp_path / "d_train.jsonl", [make_record(0)], split="train")
     shard = shard.replace(validation=Validation(passed=True, sha256=shard.sha256))
-    save_manifest(tmp_path, Manifest(shards=[shard], producer={"command": "x"}))
+    save_manifest(tmp_path, Manifest(shards=[shard], producer={"command": "x",
+                                                                "src": tmp_path / "in"}))
     first = (tmp_path / "manifest.json").read_bytes()
     loaded = load_manifest(tmp_path)
-    assert loaded.shards == [shard] and loaded.producer == {"command": "x"}
+    assert loaded.shards == [shard]
+    assert loaded.producer == {"command": "x", "src": str(tmp_path / "in")}  # paths as text
     save_manifest(tmp_path, loaded)
     assert (tmp_path / "manifest.json").read_bytes() == first
 

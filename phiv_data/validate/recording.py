@@ -8,9 +8,10 @@ accepts the file while its bytes are unchanged.
 Policy: an existing manifest is always updated, failures included (``passed: false``, so
 the trainer refuses the file with the error count). Validating unchanged files again with
 the same options and the same outcome keeps the manifest's bytes (its ``validated_at``
-included), so re-running a pipeline leaves a dataset byte-identical. A directory without a manifest (JSONL
-written by other tools) gets one only when every file validated in it passed, listing each
-file with its split (from the file name) and images root: a failed run leaves no new file.
+included), so re-running a pipeline leaves a dataset byte-identical. A directory without a
+manifest (JSONL written by other tools) gets one only when every file validated in it
+passed, listing each file with its split (from the file name) and images root: a failed run
+leaves no new file.
 """
 
 from __future__ import annotations

@@ -35,6 +35,7 @@ few hundred KiB can name thousands of images, so it is cut much finer."""
 MAX_CHUNK_BYTES = 32 << 20
 CHUNKS_PER_WORKER = 4
 HASH_BATCH_BLOCKS = 32
+"""Read blocks (``chunk.BLOCK_BYTES``, 128 KiB) per hand-off to the hashing thread."""
 
 
 @dataclass(frozen=True)
