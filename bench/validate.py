@@ -11,7 +11,9 @@ then times, in the same run and each as a fresh process (best of ``--repeat``):
 - ``--check-images decode`` on a smaller file whose every image is distinct (noisy
   320x240 JPEGs, UCF-101's frame size): images/s;
 - ``phiv-data validate --codes`` (start-up only: imports) and ``python -c "import orjson"``,
-  to give the per-line cost with each side's start-up taken off.
+  to give the per-line cost with each side's start-up taken off;
+- the bare parse and ``validate --workers 1`` of the same records as phiv's UCF-101
+  converter writes them, with their ``meta`` (frame provenance, about 300 bytes a line).
 
 The fair comparison: the bare parse touches no image, so the ``exists`` figure includes
 work the baseline does not do (one set lookup per image reference after listing each
@@ -80,12 +82,23 @@ def make_images(root: Path, videos: int, size: tuple[int, int]) -> None:
             image.save(path, quality=90)
 
 
-def make_jsonl(path: Path, lines: int, videos: int) -> None:
+def provenance(label: str, frames: list[str]) -> dict:
+    """The ``meta`` phiv's UCF-101 converter writes (where the frames came from)."""
+    indices = [k * 20 for k in range(len(frames))]
+    return {"video": frames[0].rsplit(".", 2)[0] + ".avi", "frame_indices": indices,
+            "timestamps": [index / 25 for index in indices], "fps": 25.0, "frame_count": 164,
+            "frame_count_source": "container", "container_frame_count": 164,
+            "sampling": "uniform", "backend": "pyav", "backend_version": "18.1.0"}
+
+
+def make_jsonl(path: Path, lines: int, videos: int, meta: bool = False) -> None:
     with open(path, "wb") as handle:
         for index in range(lines):
             label, frames = video_frames(index % videos)
             record = {"id": f"train-{index:010d}", "source": "ucf101",
                       "conversations": [{"images": frames, "user": PROMPT, "assistant": label}]}
+            if meta:
+                record["meta"] = provenance(label, frames)
             handle.write(orjson.dumps(record) + b"\n")
 
 
@@ -106,7 +119,7 @@ def timed(command: list[str], repeat: int, expect: int = 0) -> tuple[float, floa
     for _ in range(repeat):
         cpu = _children_cpu()
         started = time.perf_counter()
-        completed = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        completed = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,  # noqa: PLW1510
                                    env=ENVIRONMENT)
         elapsed = time.perf_counter() - started
         if completed.returncode != expect:
@@ -139,6 +152,9 @@ def main() -> None:
     make_images(work / "images", max(args.videos, args.decode_lines), frame_size)
     big = work / "ucf101_train.jsonl"
     make_jsonl(big, args.lines, args.videos)
+    with_meta = work / "meta" / "ucf101_train.jsonl"
+    with_meta.parent.mkdir(exist_ok=True)
+    make_jsonl(with_meta, args.lines, args.videos, meta=True)
     small = work / "decode" / "ucf101_train.jsonl"
     small.parent.mkdir(exist_ok=True)
     make_jsonl(small, args.decode_lines, args.decode_lines)
@@ -155,6 +171,8 @@ def main() -> None:
                   args.repeat)
     none = timed(cli + ["validate", str(big), "--workers", "1", "--check-images", "none"],
                  args.repeat)
+    meta_baseline = timed([sys.executable, "-c", BASELINE, str(with_meta)], args.repeat)
+    meta_one = timed(cli + ["validate", str(with_meta), "--workers", "1"] + root, args.repeat)
     images = args.decode_lines * FRAMES
     decode_one = timed(cli + ["validate", str(small), "--workers", "1", "--check-images",
                               "decode"] + root, args.repeat)
@@ -173,6 +191,12 @@ def main() -> None:
     for label, (wall, cpu) in rows:
         print(f"{label:<44}{wall:8.2f}{args.lines / wall:11,.0f}{wall / baseline[0]:6.2f}x"
               f"{cpu:8.2f}{cpu / baseline[1]:6.2f}x")
+    meta_mb = with_meta.stat().st_size / 1e6
+    for label, (wall, cpu) in (("bare parse, phiv's output with meta", meta_baseline),
+                               ("validate --workers 1, phiv's output", meta_one)):
+        print(f"{label:<44}{wall:8.2f}{args.lines / wall:11,.0f}"
+              f"{wall / meta_baseline[0]:6.2f}x{cpu:8.2f}{cpu / meta_baseline[1]:6.2f}x"
+              f"  ({meta_mb:.0f} MB; ratios to its own parse)")
     print(f"scaling 1 -> {args.workers} workers (wall): {one[0] / every[0]:.2f}x faster")
     print(f"per line, start-up taken off both: --workers 1 costs "
           f"{(one[1] - startup[1]) / (baseline[1] - python_start[1]):.2f}x the parse's CPU, "

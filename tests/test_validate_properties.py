@@ -16,7 +16,13 @@ from pydantic import ValidationError
 from phiv_data.schema import Record
 from phiv_data.validate import CATALOGUE, ValidationOptions, validate_paths
 from phiv_data.validate import runner as validate_runner
-from phiv_data.validate.fastpath import DecodeError, check_agreement, decode_record
+from phiv_data.validate.fastpath import (
+    DecodeError,
+    check_agreement,
+    decode_record,
+    meta_accepted,
+    with_meta,
+)
 
 PROPERTY_SETTINGS = settings(max_examples=150, deadline=None,
                              suppress_health_check=[HealthCheck.too_slow])
@@ -93,12 +99,30 @@ def test_fast_path_accepts_exactly_what_pydantic_accepts(value):
         pydantic_ok = True
     except ValidationError:
         pydantic_ok = False
-    try:
+    try:  # what the chunk validator does: raw meta, checked when present
         fast = decode_record(line)
-        fast_ok = all(turn.assistant is not None for turn in fast.conversations[:-1])
+        fast_ok = (not with_meta([fast]) or meta_accepted(fast, line, line.isascii())) and all(
+            turn.assistant is not None for turn in fast.conversations[:-1])
     except DecodeError:
         fast_ok = False
     assert fast_ok == pydantic_ok
+
+
+@pytest.mark.parametrize(("meta", "code"), [
+    (b'{"frames": [0, 8], "fps": 25.0}', None), (b"null", None), (b" {}", None),
+    (b"[1, 2]", "E-SCHEMA-TYPE"), (b'"text"', "E-SCHEMA-TYPE"), (b"3", "E-SCHEMA-TYPE"),
+    (b"true", "E-SCHEMA-TYPE"), (b'{"a": "\xff"}', "E-UTF8"), (b'{"a": [1,]}', "E-JSON"),
+])
+def test_raw_meta_is_still_checked(tmp_path, meta, code):
+    good = b'{"id": "g%d", "conversations": [{"user": "u", "assistant": "a"}], "meta": {}}\n'
+    line = b'{"id": "x", "conversations": [{"user": "u", "assistant": "a"}], "meta": ' + meta
+    path = tmp_path / "data.jsonl"
+    path.write_bytes(b"".join(good % index for index in range(500)) + line + b"}\n"
+                     + good % 999)
+    report = validate_paths([path], ValidationOptions(workers=1, check_images="none"))
+    found = [(issue.code, issue.line) for issue in report.issues]
+    assert found == ([] if code is None else [(code, 501)])
+    assert report.files[0].records == 502 - (code is not None)
 
 
 def test_fast_structs_mirror_the_models():

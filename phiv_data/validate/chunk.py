@@ -19,7 +19,13 @@ from dataclasses import dataclass, field
 from itertools import chain, islice
 from operator import attrgetter
 
-from phiv_data.validate.fastpath import DecodeError, decode_record
+from phiv_data.validate.fastpath import (
+    DecodeError,
+    FastRecord,
+    decode_record,
+    meta_accepted,
+    with_meta,
+)
 from phiv_data.validate.issues import Issue
 from phiv_data.validate.media import ImageResolver, MediaInspector, first_lines
 from phiv_data.validate.options import ValidationOptions
@@ -233,7 +239,8 @@ class _ChunkValidator:
                     if result.first_crlf is None:
                         result.first_crlf = base + index + 1
         precise: set[int] = set()
-        records = self._decode(lines, base, too_long, precise)
+        records, all_fast = self._decode(lines, base, too_long, precise)
+        self._check_meta(records, all_fast, lines, base, precise, data, head)
         failed = records.count(None)
         if failed:
             valid = [record for record in records if record is not None]
@@ -329,10 +336,12 @@ class _ChunkValidator:
         return rest
 
     def _decode(self, lines: list[bytes], base: int, too_long: dict[int, int],
-                precise: set[int]) -> list:
+                precise: set[int]) -> tuple[list, bool]:
+        """The records of ``lines`` (``None`` where a line is not one), and whether they
+        all came from the fast path."""
         if not too_long:
             try:
-                return list(map(decode_record, lines))  # the common case: all lines valid
+                return list(map(decode_record, lines)), True  # the common case
             except DecodeError:
                 pass
         records: list = []
@@ -350,7 +359,27 @@ class _ChunkValidator:
                 if records[-1] is not None:
                     precise.add(index)
                 start = index + 1
-        return records
+        return records, False
+
+    def _check_meta(self, records: list, all_fast: bool, lines: list[bytes], base: int,
+                    precise: set[int], data: bytes, head: bytes) -> None:
+        """The fast path keeps ``meta`` as raw JSON (see fastpath): finish checking the
+        lines that have one; a line it must not accept goes to the slow path."""
+        if all_fast:
+            present = with_meta(records)
+        else:
+            fast = [index for index, record in enumerate(records)
+                    if type(record) is FastRecord]
+            present = [fast[index] for index in with_meta([records[index] for index in fast])]
+        if not present:
+            return
+        ascii_block = data.isascii() and head.isascii()
+        for index in present:
+            line = lines[index]
+            if not meta_accepted(records[index], line, ascii_block or line.isascii()):
+                records[index] = self._slow(line, base + index + 1, None)
+                if records[index] is not None:
+                    precise.add(index)
 
     def _slow(self, raw: bytes, line: int, too_long: int | None):
         if too_long is not None:
