@@ -341,12 +341,3 @@ def inspect_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS,
             if failure:
                 report.problems.append(failure)
     return report
-
-
-def content_hash(path: str | Path) -> str:
-    """Hex sha256 of an image file's bytes: equal hashes mean identical content."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()

@@ -22,7 +22,13 @@ from pathlib import Path
 
 from phiv_data.errors import DataError, PhivError, UsageError, display_path
 from phiv_data.manifest import MANIFEST_NAME
-from phiv_data.shards import images_root_of, infer_split, load_manifest, relative_posix
+from phiv_data.shards import (
+    images_root_of,
+    infer_split,
+    load_manifest,
+    relative_posix,
+    sha256_file,
+)
 from phiv_data.validate.chunk import ChunkResult, ChunkTask, validate_chunk
 from phiv_data.validate.merge import merge_results
 from phiv_data.validate.options import ValidationOptions
@@ -140,14 +146,6 @@ def _fingerprint(path: Path) -> tuple[int, int, int]:
     return stat.st_size, stat.st_mtime_ns, stat.st_ino
 
 
-def _hash(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(8 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _pool_context():
     # Imported here: with one worker (the common case) the process pool is never used,
     # and multiprocessing with concurrent.futures cost about 15 ms of start-up.
@@ -164,7 +162,7 @@ def _hash_files(inputs: list[InputFile], hashes: dict[int, str]) -> threading.Th
 
     def work() -> None:
         for index, item in enumerate(inputs):
-            hashes[index] = _hash(item.path)
+            hashes[index] = sha256_file(item.path)
 
     thread = threading.Thread(target=work, name="phiv-validate-hash", daemon=True)
     thread.start()
