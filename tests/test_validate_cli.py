@@ -200,3 +200,23 @@ def test_readme_issue_table_is_the_catalogue():
     for option in ("--check-images", "--max-length", "--num-crops", "--tokenizer", "--strict",
                    "--max-errors", "--workers", "--format json", "--no-manifest"):
         assert option in section
+
+
+@pytest.mark.parametrize("args", [
+    ["validate", "--help"], ["convert", "--help"], ["convert", "ucf101", "--help"],
+    ["validate"], ["schema", "--help"]])
+def test_the_entry_point_builds_only_the_invoked_command_with_the_same_behaviour(args):
+    from phiv_data.cli import invoked_only
+
+    narrowed = invoked_only(app, args)
+    assert narrowed is not app
+    assert len(narrowed.registered_commands) + len(narrowed.registered_groups) == 1
+    full, fast = runner.invoke(app, args), runner.invoke(narrowed, args)
+    assert (fast.exit_code, fast.output) == (full.exit_code, full.output)
+
+
+@pytest.mark.parametrize("args", [[], ["--help"], ["valdate"], ["-h", "validate"]])
+def test_help_and_unknown_commands_get_the_full_app(args):
+    from phiv_data.cli import invoked_only
+
+    assert invoked_only(app, args) is app

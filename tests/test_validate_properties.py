@@ -233,3 +233,66 @@ def test_a_second_run_in_the_same_process_sees_changed_files(tmp_path):
     (root / "a.png").unlink()
     exists = validate_paths([path], ValidationOptions(workers=1))
     assert [issue.code for issue in exists.issues] == ["E-IMAGE-MISSING"]
+
+
+def test_read_pieces_and_blocks_do_not_change_the_result(tmp_path, monkeypatch):
+    # The runner's reading thread hands over pieces that the validator cuts into blocks;
+    # lines, BOM, CRLF and duplicates that straddle either boundary are found all the same.
+    from phiv_data.validate import chunk
+
+    lines = [b'\xef\xbb\xbf{"id": "a", "conversations": [{"user": "u", "assistant": "x"}]}']
+    for index in range(400):
+        text = "w" * (index % 37) + ("<|end|>" if index % 101 == 50 else "")
+        lines.append(orjson.dumps({"id": f"r{index % 390}", "conversations": [
+            {"user": text or " ", "assistant": "a"}]}) + (b"\r" if index % 150 == 9 else b""))
+        if index % 120 == 11:
+            lines.append(b'{"id": 1}')
+    path = tmp_path / "data.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    default = validate_paths([path], ValidationOptions(workers=1))
+    for read_bytes, block_bytes in [(1000, 300), (257, 257), (4096, 1024)]:
+        monkeypatch.setattr(chunk, "READ_BYTES", read_bytes)
+        monkeypatch.setattr(chunk, "BLOCK_BYTES", block_bytes)
+        small = validate_paths([path], ValidationOptions(workers=1))
+        assert [str(issue) for issue in small.issues] == [str(issue) for issue in default.issues]
+        assert small.files[0].sha256 == default.files[0].sha256 == hashlib.sha256(
+            path.read_bytes()).hexdigest()
+        assert small.files[0].records == default.files[0].records == 401
+    codes = {issue.code for issue in default.issues}
+    assert {"E-BOM", "W-CRLF", "E-ID-DUPLICATE", "E-TEXT-BLANK", "E-TEXT-SPECIAL",
+            "E-SCHEMA-TYPE"} <= codes
+
+
+def test_an_error_while_validating_stops_the_reading_thread(tmp_path, monkeypatch):
+    import threading
+
+    from phiv_data.validate import chunk
+
+    path = tmp_path / "data.jsonl"
+    path.write_bytes(b'{"id": "a", "conversations": [{"user": "u", "assistant": "a"}]}\n'
+                     * 20_000)
+    monkeypatch.setattr(chunk, "READ_BYTES", 4096)  # far more pieces than are read ahead
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(chunk._ChunkValidator, "_process", fail)
+    with pytest.raises(RuntimeError, match="boom"):
+        validate_paths([path], ValidationOptions(workers=1))
+    assert not [thread for thread in threading.enumerate()
+                if thread.name == "phiv-validate-read"]
+
+
+def test_a_read_error_reaches_the_caller(tmp_path, monkeypatch):
+    from phiv_data.validate import chunk
+
+    path = tmp_path / "data.jsonl"
+    path.write_bytes(b'{"id": "a", "conversations": [{"user": "u", "assistant": "a"}]}\n')
+
+    def unreadable(*args, **kwargs):
+        raise OSError(5, "Input/output error")
+        yield b""  # a generator, like the real one
+
+    monkeypatch.setattr(validate_runner, "read_pieces", unreadable)
+    with pytest.raises(OSError, match="Input/output error"):
+        validate_paths([path], ValidationOptions(workers=1))

@@ -14,7 +14,7 @@ from __future__ import annotations
 import gc
 import re
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import chain, islice
 from operator import attrgetter
@@ -44,6 +44,10 @@ BLOCK_BYTES = 128 << 10
 # validating the whole file as one chunk took 4% (quiet machine) to 20% (other processes
 # sharing the caches) less CPU than with 4 MiB blocks; end to end, with hashing and start-up,
 # the difference was within noise. Longer lines are carried over up to --max-line-bytes.
+READ_BYTES = 4 << 20
+# Bytes per read, and per ``digest.update`` in the hashing thread, which needs the GIL back
+# after each call: with 128 KiB reads, validating the 300,000-line bench file took 3-7%
+# longer end to end.
 # Literal patterns: the regex engine scans for a literal prefix faster than `in` does for
 # two-character needles made of common path characters.
 _PARENT_OR_ABSOLUTE = re.compile(r"\.\.")
@@ -73,6 +77,9 @@ class ChunkTask:
     run: str = ""
     """Identifies one validation run: what a worker learnt about the file system is kept
     across the chunks of a run, never into the next run (files may have changed)."""
+    whole_file: bool = False
+    """The chunk is the whole file: it checks that ids are unique itself, block by block
+    while they are in the CPU cache (see ``ChunkResult.unique_ids``)."""
 
 
 @dataclass
@@ -85,6 +92,9 @@ class ChunkResult:
     size: int = 0
     issues: list[Issue] = field(default_factory=list)
     ids: list[str | None] = field(default_factory=list)
+    unique_ids: bool | None = None
+    """For a whole-file chunk: whether no id occurs twice (the merge then has nothing to
+    look for); ``None`` when not checked here."""
     records: int = 0
     unlabeled: int = 0
     first_unlabeled: int | None = None
@@ -116,14 +126,28 @@ def _start_run(run: str) -> None:
         _CACHED_RUN[0] = run
 
 
-def validate_chunk(task: ChunkTask, on_block: Callable[[bytes], object] | None = None
-                   ) -> ChunkResult:
+def read_pieces(path: str, start: int, end: int, size: int | None = None) -> Iterator[bytes]:
+    """The bytes ``[start, end)`` of ``path``, in pieces of ``size`` bytes (default
+    ``READ_BYTES``; the last one shorter, and fewer bytes when the file is shorter)."""
+    size = size or READ_BYTES
+    with open(path, "rb") as handle:
+        handle.seek(start)
+        remaining = end - start
+        while remaining > 0:
+            piece = handle.read(min(size, remaining))
+            if not piece:
+                return
+            remaining -= len(piece)
+            yield piece
+
+
+def validate_chunk(task: ChunkTask, pieces: Iterable[bytes] | None = None) -> ChunkResult:
     """Validate one chunk (runs in a worker process or inline).
 
     Args:
         task: the byte range and options.
-        on_block: called with every block read, in order, before anything is done with it
-            (the runner hashes a whole-file chunk from these instead of reading it again).
+        pieces: the chunk's bytes, in order (default: :func:`read_pieces`); the runner
+            passes the pieces a reading and hashing thread reads ahead.
 
     Returns:
         The chunk's :class:`ChunkResult`.
@@ -134,7 +158,7 @@ def validate_chunk(task: ChunkTask, on_block: Callable[[bytes], object] | None =
     collecting = gc.isenabled()
     gc.disable()
     try:
-        return _ChunkValidator(task).run(on_block)
+        return _ChunkValidator(task).run(pieces)
     finally:
         if collecting:
             gc.enable()
@@ -149,6 +173,9 @@ class _ChunkValidator:
         self.inspector: MediaInspector | None = None
         self.counter: TokenCounter | None = None
         self.reported_media: set[str] = set()
+        self.seen_ids: set[str | None] | None = set() if task.whole_file else None
+        if task.whole_file:
+            self.result.unique_ids = True
         root = task.images_root
         if root is not None and self.options.check_images != "none":
             if root not in _RESOLVERS:
@@ -169,49 +196,48 @@ class _ChunkValidator:
             self.counter = _COUNTERS[name]
 
     # -- reading -----------------------------------------------------------------------
-    def run(self, on_block: Callable[[bytes], object] | None = None) -> ChunkResult:
+    def run(self, pieces: Iterable[bytes] | None = None) -> ChunkResult:
         task, result = self.task, self.result
-        limit = self.options.max_line_bytes
         # Blocks no longer than the line limit: only a block's first line (which may
         # continue the previous block) can then exceed it, so no line is measured twice.
-        block_bytes = min(BLOCK_BYTES, limit)
+        block_bytes = min(BLOCK_BYTES, self.options.max_line_bytes)
         carry = b""
         skipped = 0  # bytes of an over-long line dropped so far
         at_file_start = task.start == 0
-        with open(task.path, "rb") as handle:
-            handle.seek(task.start)
-            remaining = task.end - task.start
-            while remaining > 0:
-                block = handle.read(min(block_bytes, remaining))
-                if not block:
-                    break
-                if on_block is not None:
-                    on_block(block)
-                remaining -= len(block)
-                result.size += len(block)
-                if at_file_start:
-                    at_file_start = False
-                    if block.startswith(BOM):
-                        result.issues.append(Issue(
-                            "E-BOM", "the file starts with a UTF-8 byte-order mark: save it "
-                            "as UTF-8 without BOM", None, 1))
-                        block = block[len(BOM):]
-                cut = block.rfind(b"\n")
-                if cut < 0:
-                    if skipped or len(carry) + len(block) > limit:
-                        skipped += len(carry) + len(block)
-                        carry = b""
-                    else:
-                        carry += block
-                    continue
-                # The block's incomplete last line goes through the split too and comes
-                # back as the carry, and the previous carry is joined to the first line
-                # only: the block itself is never copied.
-                carry = self._process(block, skipped, True, carry)
-                skipped = 0
+        if pieces is None:
+            pieces = read_pieces(task.path, task.start, task.end)
+        for piece in pieces:
+            if len(piece) <= block_bytes:
+                carry, skipped, at_file_start = self._block(piece, carry, skipped,
+                                                            at_file_start)
+                continue
+            for offset in range(0, len(piece), block_bytes):
+                carry, skipped, at_file_start = self._block(
+                    piece[offset:offset + block_bytes], carry, skipped, at_file_start)
         if carry or skipped:
             self._process(carry, skipped)
         return result
+
+    def _block(self, block: bytes, carry: bytes, skipped: int, at_file_start: bool
+               ) -> tuple[bytes, int, bool]:
+        """Validate the complete lines of ``carry + block``; return the new carry, bytes
+        skipped of an over-long line, and whether the file start is still ahead."""
+        self.result.size += len(block)
+        if at_file_start:
+            at_file_start = False
+            if block.startswith(BOM):
+                self.result.issues.append(Issue(
+                    "E-BOM", "the file starts with a UTF-8 byte-order mark: save it "
+                    "as UTF-8 without BOM", None, 1))
+                block = block[len(BOM):]
+        if block.rfind(b"\n") < 0:
+            if skipped or len(carry) + len(block) > self.options.max_line_bytes:
+                return b"", skipped + len(carry) + len(block), at_file_start
+            return carry + block, skipped, at_file_start
+        # The block's incomplete last line goes through the split too and comes back as
+        # the carry, and the previous carry is joined to the first line only: the block
+        # itself is never copied.
+        return self._process(block, skipped, True, carry), 0, at_file_start
 
     # -- one block of complete lines --------------------------------------------------
     def _process(self, data: bytes, skipped: int, partial: bool = False,
@@ -246,11 +272,21 @@ class _ChunkValidator:
             valid = [record for record in records if record is not None]
             located = [(base + index + 1, record) for index, record in enumerate(records)
                        if record is not None]
-            result.ids.extend([None if record is None else record.id for record in records])
+            ids = [None if record is None else record.id for record in records]
         else:
             valid = records
             located = None
-            result.ids.extend(map(_ID, records))
+            ids = list(map(_ID, records))
+        result.ids.extend(ids)
+        if result.unique_ids:
+            seen = self.seen_ids
+            assert seen is not None
+            before = len(seen)
+            seen.update(ids)
+            seen.discard(None)
+            if len(seen) - before != len(ids) - failed:
+                result.unique_ids = False  # the merge finds and reports the repeats
+                self.seen_ids = None
         if not valid:
             if self.task.collect_references:
                 result.reference_counts.extend([0] * count)
@@ -265,12 +301,14 @@ class _ChunkValidator:
         turns = list(chain.from_iterable(map(_CONVERSATIONS, valid)))
         single_turn = len(turns) == len(valid)
         answers = list(map(_ASSISTANT, turns))
+        null_answers = answers.count(None)
+        image_lists = list(map(_IMAGES, turns))
         # Text rules: flag lines by a memchr over the block, blank text by str.isspace.
         if any(b"<" in part or b"\\" in part or b"\x7f" in part for part in (data, head)):
             precise.update(index for index, line in enumerate(lines)
                            if b"<" in line or b"\\" in line or b"\x7f" in line)
         if any(map(str.isspace, map(_USER, turns))) or any(
-                map(str.isspace, filter(None, answers))):
+                map(str.isspace, filter(None, answers) if null_answers else answers)):
             precise.update(range(count))
         if not single_turn:
             precise.update(index for index, record in enumerate(records)
@@ -284,8 +322,8 @@ class _ChunkValidator:
         # Counts and the label distribution (answers of single-turn records).
         result.records += len(valid)
         if single_turn:
-            image_counts = list(map(len, map(_IMAGES, turns)))
-            result.labels.update(filter(None, answers))
+            image_counts = list(map(len, image_lists))
+            result.labels.update(filter(None, answers) if null_answers else answers)
             last_answers = answers
         else:
             image_counts = [sum(map(len, map(_IMAGES, record.conversations))) for record in valid]
@@ -313,14 +351,14 @@ class _ChunkValidator:
         bad: dict[str, tuple[str, str]] = {}
         decode = options.check_images == "decode" and self.inspector is not None
         if self.task.collect_references or decode or self.resolver is None:
-            paths = list(chain.from_iterable(map(_IMAGES, turns)))
+            paths = list(chain.from_iterable(image_lists))
             if self.task.collect_references:
                 result.references.extend(paths)
             bad = self._path_problems(paths) if paths else {}
-        elif not self.resolver.known.issuperset(chain.from_iterable(map(_IMAGES, turns))):
+        elif not self.resolver.known.issuperset(chain.from_iterable(image_lists)):
             # Common case above: every reference is a file already seen (one set lookup
             # each, no list built). Otherwise look closer.
-            paths = list(chain.from_iterable(map(_IMAGES, turns)))
+            paths = list(chain.from_iterable(image_lists))
             bad = self.resolver.problems(paths)
         if decode:
             bad.update(self._decode_images(paths, bad, where))

@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,19 +30,19 @@ from phiv_data.shards import (
     relative_posix,
     sha256_file,
 )
-from phiv_data.validate.chunk import ChunkResult, ChunkTask, validate_chunk
+from phiv_data.validate.chunk import ChunkResult, ChunkTask, read_pieces, validate_chunk
 from phiv_data.validate.merge import merge_results
 from phiv_data.validate.options import ValidationOptions
 from phiv_data.validate.report import FileSummary, ValidationReport
 
 MIN_CHUNK_BYTES = 1 << 20
+PREFETCH_PIECES = 4
+"""Pieces (``chunk.READ_BYTES``, 4 MiB) the reading thread may be ahead of validation."""
 MIN_DECODE_CHUNK_BYTES = 16 << 10
 """With ``--check-images decode`` the images, not the lines, are the work: a JSONL file of a
 few hundred KiB can name thousands of images, so it is cut much finer."""
 MAX_CHUNK_BYTES = 32 << 20
 CHUNKS_PER_WORKER = 4
-HASH_BATCH_BLOCKS = 32
-"""Read blocks (``chunk.BLOCK_BYTES``, 128 KiB) per hand-off to the hashing thread."""
 
 
 @dataclass(frozen=True)
@@ -137,7 +138,7 @@ def plan_chunks(inputs: list[InputFile], options: ValidationOptions, workers: in
             bounds.append(size)
         for start, end in zip(bounds, bounds[1:]):
             tasks.append(ChunkTask(index, str(item.path), start, end, options, root, collect,
-                                   run))
+                                   run, whole_file=len(bounds) == 2))
     return tasks
 
 
@@ -170,32 +171,42 @@ def _hash_files(inputs: list[InputFile], hashes: dict[int, str]) -> threading.Th
 
 
 def _validate_and_hash(task: ChunkTask) -> tuple[ChunkResult, str]:
-    """Validate a whole-file chunk and hash the blocks it reads, in a thread (hashlib
-    releases the GIL): the file is read once, which matters when it exceeds the page cache.
-    Blocks go to the thread in batches of 4 MiB: one GIL hand-off per batch, not per block."""
+    """Validate a whole-file chunk while a thread reads the file ahead and hashes it (reads
+    and hashlib release the GIL): the file is read once, which matters when it exceeds the
+    page cache, and reading costs the validating thread nothing."""
     assert task.start == 0
     digest = hashlib.sha256()
-    batches: queue.SimpleQueue[list[bytes] | None] = queue.SimpleQueue()
-    pending: list[bytes] = []
-
-    def collect(block: bytes) -> None:
-        pending.append(block)
-        if len(pending) >= HASH_BATCH_BLOCKS:
-            batches.put(pending[:])
-            pending.clear()
+    ready: queue.SimpleQueue[bytes | BaseException | None] = queue.SimpleQueue()
+    credits = threading.Semaphore(PREFETCH_PIECES)  # bounds the memory read ahead
+    stopped = threading.Event()
 
     def work() -> None:
-        while (batch := batches.get()) is not None:
-            for block in batch:
-                digest.update(block)
+        try:
+            for piece in read_pieces(task.path, task.start, task.end):
+                ready.put(piece)
+                digest.update(piece)
+                credits.acquire()
+                if stopped.is_set():
+                    return
+        except BaseException as error:  # handed to the validating thread, raised there
+            ready.put(error)
+            return
+        ready.put(None)
 
-    thread = threading.Thread(target=work, name="phiv-validate-hash", daemon=True)
+    def pieces() -> Iterator[bytes]:
+        while (item := ready.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+            credits.release()
+
+    thread = threading.Thread(target=work, name="phiv-validate-read", daemon=True)
     thread.start()
     try:
-        result = validate_chunk(task, collect)
+        result = validate_chunk(task, pieces())
     finally:
-        batches.put(pending)
-        batches.put(None)
+        stopped.set()
+        credits.release()
         thread.join()
     return result, digest.hexdigest()
 
