@@ -13,14 +13,18 @@ then times, in the same run and each as a fresh process (best of ``--repeat``):
 - ``phiv-data validate --codes`` (start-up only: imports) and ``python -c "import orjson"``,
   to give the per-line cost with each side's start-up taken off;
 - the bare parse and ``validate --workers 1`` of the same records as phiv's UCF-101
-  converter writes them, with their ``meta`` (frame provenance, about 300 bytes a line).
+  converter writes them, with their ``meta`` (frame provenance, about 300 bytes a line);
+- the same for records whose frames come from a pool as large as UCF-101's train split
+  (``--large-pool`` videos, 76,000 frames, hard links to the real ones): each existence
+  check is still one set lookup, but in a set too large for the CPU caches.
 
 The fair comparison: the bare parse touches no image, so the ``exists`` figure includes
 work the baseline does not do (one set lookup per image reference after listing each
 frame directory once); the ``none`` row isolates parsing, schema and rules. Records cycle
 through a pool of real frame files (``--videos`` videos x 8 frames) so that ``exists``
 finds every image without writing millions of files; the lookup cost per reference is the
-same whether a frame is referenced once or many times.
+same whether a frame is referenced once or many times, but not whatever the size of the
+pool: a larger set of known files misses the CPU caches more (the ``--large-pool`` row).
 
 With ``--interleave N`` it then runs N rounds, each a bare parse, ``validate --workers 1``
 and ``validate --workers 1 --check-images none`` in turn, and prints the best and the
@@ -82,6 +86,20 @@ def make_images(root: Path, videos: int, size: tuple[int, int]) -> None:
             image.save(path, quality=90)
 
 
+def link_pool(root: Path, sources: Path, videos: int, source_videos: int) -> None:
+    """Frames of ``videos`` videos under ``root``, each a hard link to one of the real JPEGs
+    of the first ``source_videos`` (a pool as large as a real split's, without writing
+    gigabytes): only the size of the set of known files differs from the small pool."""
+    for index in range(videos):
+        _, frames = video_frames(index)
+        _, originals = video_frames(index % source_videos)
+        for frame, original in zip(frames, originals):
+            path = root / frame
+            if not path.exists():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                os.link(sources / original, path)
+
+
 def provenance(label: str, frames: list[str]) -> dict:
     """The ``meta`` phiv's UCF-101 converter writes (where the frames came from)."""
     indices = [k * 20 for k in range(len(frames))]
@@ -134,6 +152,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lines", type=int, default=300_000)
     parser.add_argument("--videos", type=int, default=1000, help="frame pool: videos x 8")
+    parser.add_argument("--large-pool", type=int, default=9500,
+                        help="videos (x8 frames) of the realistic pool row, UCF-101's train "
+                             "split size; 0 skips the row")
     parser.add_argument("--decode-lines", type=int, default=500,
                         help="records (x8 distinct images) for the decode figure")
     parser.add_argument("--frame-size", default="320x240", help="WxH of the frames (UCF-101's)")
@@ -155,6 +176,11 @@ def main() -> None:
     with_meta = work / "meta" / "ucf101_train.jsonl"
     with_meta.parent.mkdir(exist_ok=True)
     make_jsonl(with_meta, args.lines, args.videos, meta=True)
+    large = work / "large" / "ucf101_train.jsonl"
+    if args.large_pool:
+        large.parent.mkdir(exist_ok=True)
+        link_pool(large.parent / "images", work / "images", args.large_pool, args.videos)
+        make_jsonl(large, args.lines, args.large_pool)
     small = work / "decode" / "ucf101_train.jsonl"
     small.parent.mkdir(exist_ok=True)
     make_jsonl(small, args.decode_lines, args.decode_lines)
@@ -173,6 +199,10 @@ def main() -> None:
                  args.repeat)
     meta_baseline = timed([sys.executable, "-c", BASELINE, str(with_meta)], args.repeat)
     meta_one = timed(cli + ["validate", str(with_meta), "--workers", "1"] + root, args.repeat)
+    if args.large_pool:
+        large_baseline = timed([sys.executable, "-c", BASELINE, str(large)], args.repeat)
+        large_one = timed(cli + ["validate", str(large), "--workers", "1", "--images-root",
+                                 str(large.parent / "images")], args.repeat)
     images = args.decode_lines * FRAMES
     decode_one = timed(cli + ["validate", str(small), "--workers", "1", "--check-images",
                               "decode"] + root, args.repeat)
@@ -197,6 +227,13 @@ def main() -> None:
         print(f"{label:<44}{wall:8.2f}{args.lines / wall:11,.0f}"
               f"{wall / meta_baseline[0]:6.2f}x{cpu:8.2f}{cpu / meta_baseline[1]:6.2f}x"
               f"  ({meta_mb:.0f} MB; ratios to its own parse)")
+    if args.large_pool:
+        for label, (wall, cpu) in (("bare parse, frames of a larger pool", large_baseline),
+                                   ("validate --workers 1, larger pool", large_one)):
+            print(f"{label:<44}{wall:8.2f}{args.lines / wall:11,.0f}"
+                  f"{wall / large_baseline[0]:6.2f}x{cpu:8.2f}{cpu / large_baseline[1]:6.2f}x"
+                  f"  ({args.large_pool * FRAMES:,} known frames, not "
+                  f"{args.videos * FRAMES:,}; ratios to its own parse)")
     print(f"scaling 1 -> {args.workers} workers (wall): {one[0] / every[0]:.2f}x faster")
     print(f"per line, start-up taken off both: --workers 1 costs "
           f"{(one[1] - startup[1]) / (baseline[1] - python_start[1]):.2f}x the parse's CPU, "

@@ -102,10 +102,11 @@ class ImageResolver:
         prefix = f"{directory}/" if directory else ""
         try:
             with os.scandir(full) as entries:
-                names = [prefix + entry.name for entry in entries
-                         if entry.is_file(follow_symlinks=False)]
+                files = sorted(entry.name for entry in entries
+                               if entry.is_file(follow_symlinks=False))
         except OSError:
             return []
+        names = [prefix + name for name in files]
         self.known.update(names)
         return names
 
