@@ -284,8 +284,6 @@ def test_an_error_while_validating_stops_the_reading_thread(tmp_path, monkeypatc
 
 
 def test_a_read_error_reaches_the_caller(tmp_path, monkeypatch):
-    from phiv_data.validate import chunk
-
     path = tmp_path / "data.jsonl"
     path.write_bytes(b'{"id": "a", "conversations": [{"user": "u", "assistant": "a"}]}\n')
 

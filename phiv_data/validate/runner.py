@@ -181,6 +181,8 @@ def _validate_and_hash(task: ChunkTask) -> tuple[ChunkResult, str]:
     stopped = threading.Event()
 
     def work() -> None:
+        # Any error is handed to the validating thread and raised there: that thread must
+        # never wait for a piece that will not come.
         try:
             for piece in read_pieces(task.path, task.start, task.end):
                 ready.put(piece)
@@ -188,7 +190,7 @@ def _validate_and_hash(task: ChunkTask) -> tuple[ChunkResult, str]:
                 credits.acquire()
                 if stopped.is_set():
                     return
-        except BaseException as error:  # handed to the validating thread, raised there
+        except BaseException as error:  # noqa: BLE001
             ready.put(error)
             return
         ready.put(None)
