@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 
 @functools.cache
-def _pydantic_schema() -> tuple[type[Record], type[ValidationError]]:
+def pydantic_schema() -> tuple[type[Record], type[ValidationError]]:
     """The record model and pydantic's error, imported when a record function first needs
     them: reading and writing manifests (what `phiv-data validate` and the trainer's gate
     do) never does. Cached because an import statement costs about 1 us, a third of
@@ -45,7 +45,7 @@ def _pydantic_schema() -> tuple[type[Record], type[ValidationError]]:
 
 def _as_record(record: Record | dict[str, Any]) -> Record:
     """``record`` itself, or the dict validated as a ``Record``."""
-    model = _pydantic_schema()[0]
+    model = pydantic_schema()[0]
     return record if isinstance(record, model) else model.model_validate(record)
 
 
@@ -168,7 +168,7 @@ def parse_record(line: bytes, *, file: str | None = None, line_number: int | Non
         DataError: with ``file:line: field`` and pydantic's message, when the line is not
             a valid record.
     """
-    model, validation_error = _pydantic_schema()
+    model, validation_error = pydantic_schema()
     try:
         return model.model_validate_json(line)
     except validation_error as error:
@@ -287,7 +287,7 @@ def describe_shard(path: str | Path, *, manifest_dir: str | Path | None = None,
 
     Lines that are not valid records count as records but contribute no images.
     """
-    model, validation_error = _pydantic_schema()
+    model, validation_error = pydantic_schema()
     path = Path(path)
     manifest_dir = Path(manifest_dir) if manifest_dir is not None else path.parent
     digest = hashlib.sha256()

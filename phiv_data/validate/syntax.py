@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from phiv_data.shards import format_field_path
+from phiv_data.shards import format_field_path, pydantic_schema
 from phiv_data.validate.issues import Issue
 
 if TYPE_CHECKING:
@@ -112,13 +112,10 @@ def classify_line(raw: bytes, line: int) -> tuple[list[Issue], Record | None]:
         return [Issue("E-NOT-OBJECT", f"the line is {json_type_name(value)}, not a JSON "
                       "object (one record per line)", None, line)], None
     # pydantic is imported for the first line that needs it: valid files never do.
-    from pydantic import ValidationError
-
-    from phiv_data.schema import Record
-
+    model, validation_error = pydantic_schema()
     try:
-        return [], Record.model_validate_json(raw)
-    except ValidationError as error:
+        return [], model.model_validate_json(raw)
+    except validation_error as error:
         record_id = value.get("id") if isinstance(value.get("id"), str) else None
         return [_schema_issue(detail, line, record_id) for detail in error.errors()], None
     except ValueError as error:  # pydantic's JSON parser disagreeing with orjson
