@@ -236,10 +236,10 @@ class PyAVVideo:
     def _read_runs(self, wanted: list[int], runs: list[tuple[int, int]]
                    ) -> dict[int, np.ndarray]:
         wanted_set, frames = set(wanted), {}
+        expected = self._presentation_pts or []
         for start, last in runs:
             index = start - 1
             for index, frame in enumerate(self._decoded(start), start=start):
-                expected = self._presentation_pts or []
                 if start and (index >= len(expected) or expected[index] != frame.pts):
                     raise _NotExact
                 if index in wanted_set:
