@@ -235,6 +235,34 @@ def test_a_second_run_in_the_same_process_sees_changed_files(tmp_path):
     assert [issue.code for issue in exists.issues] == ["E-IMAGE-MISSING"]
 
 
+@pytest.mark.parametrize("last", [
+    b'{"id": 1, "conversations": [{"user": "u", "assistant": "a"}]}',  # schema error
+    b'{"id": "z", "conversations": [{"user": "u", "assistant": "a"}]} x',  # JSON error
+    b'{"id": "z", "conversations": [{"user": "u", "assistant": "a<|end|>"}]}\r',
+    b"\r",  # a blank CRLF line
+    b'{"id": "' + b"x" * 3000 + b'"}',  # too long
+])
+def test_the_last_line_is_judged_the_same_with_or_without_a_newline(tmp_path, last):
+    # Lines reach the decoder with their "\n"; a last line without one must not differ.
+    first = b'{"id": "a", "conversations": [{"user": "u", "assistant": "a"}]}\n'
+    reports = []
+    for ending in (b"", b"\n"):
+        path = tmp_path / f"data{len(ending)}.jsonl"
+        path.write_bytes(first + last + ending)
+        reports.append(validate_paths([path], ValidationOptions(workers=1,
+                                                                max_line_bytes=2048)))
+    without, with_newline = reports
+    assert [(issue.code, issue.line, issue.field, issue.message) for issue in without.issues
+            ] == [(issue.code, issue.line, issue.field, issue.message)
+                  for issue in with_newline.issues]
+    codes = {issue.code for issue in without.issues}
+    assert codes & {"E-SCHEMA-TYPE", "E-JSON", "E-TEXT-SPECIAL", "W-BLANK-LINE",
+                    "E-LINE-TOO-LONG"}, codes
+    assert all(issue.line == 2 for issue in without.issues if issue.line is not None)
+    assert without.files[0].lines == with_newline.files[0].lines == 2
+    assert ("W-CRLF" in codes) == last.endswith(b"\r")
+
+
 def test_read_pieces_and_blocks_do_not_change_the_result(tmp_path, monkeypatch):
     # The runner's reading thread hands over pieces that the validator cuts into blocks;
     # lines, BOM, CRLF and duplicates that straddle either boundary are found all the same.
