@@ -78,9 +78,6 @@ class ChunkTask:
     run: str = ""
     """Identifies one validation run: what a worker learnt about the file system is kept
     across the chunks of a run, never into the next run (files may have changed)."""
-    whole_file: bool = False
-    """The chunk is the whole file: it checks that ids are unique itself, block by block
-    while they are in the CPU cache (see ``ChunkResult.unique_ids``)."""
 
 
 @dataclass
@@ -93,9 +90,6 @@ class ChunkResult:
     size: int = 0
     issues: list[Issue] = field(default_factory=list)
     ids: list[str | None] = field(default_factory=list)
-    unique_ids: bool | None = None
-    """For a whole-file chunk: whether no id occurs twice (the merge then has nothing to
-    look for); ``None`` when not checked here."""
     records: int = 0
     unlabeled: int = 0
     first_unlabeled: int | None = None
@@ -174,9 +168,6 @@ class _ChunkValidator:
         self.inspector: MediaInspector | None = None
         self.counter: TokenCounter | None = None
         self.reported_media: set[str] = set()
-        self.seen_ids: set[str | None] | None = set() if task.whole_file else None
-        if task.whole_file:
-            self.result.unique_ids = True
         root = task.images_root
         if root is not None and self.options.check_images != "none":
             if root not in _RESOLVERS:
@@ -279,21 +270,11 @@ class _ChunkValidator:
             valid = [record for record in records if record is not None]
             located = [(base + index + 1, record) for index, record in enumerate(records)
                        if record is not None]
-            ids = [None if record is None else record.id for record in records]
+            result.ids.extend(None if record is None else record.id for record in records)
         else:
             valid = records
             located = None
-            ids = list(map(_ID, records))
-        result.ids.extend(ids)
-        if result.unique_ids:
-            seen = self.seen_ids
-            assert seen is not None
-            before = len(seen)
-            seen.update(ids)
-            seen.discard(None)
-            if len(seen) - before != len(ids) - failed:
-                result.unique_ids = False  # the merge finds and reports the repeats
-                self.seen_ids = None
+            result.ids.extend(map(_ID, records))
         if not valid:
             if self.task.collect_references:
                 result.reference_counts.extend([0] * count)

@@ -97,8 +97,7 @@ def merge_results(results: list[ChunkResult], summaries: list[FileSummary],
         bases.append(base)
         lines_so_far[index] += result.lines
         add(index, [issue.at(file=summary.shown, line_offset=base) for issue in result.issues])
-        if not result.unique_ids:  # else the chunk is the file and its ids are unique
-            add(index, seen_ids[index].add(result.ids, base, summary.shown))
+        add(index, seen_ids[index].add(result.ids, base, summary.shown))
         summary.lines += result.lines
         summary.size_bytes += result.size
         summary.records += result.records

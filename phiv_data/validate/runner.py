@@ -138,7 +138,7 @@ def plan_chunks(inputs: list[InputFile], options: ValidationOptions, workers: in
             bounds.append(size)
         for start, end in zip(bounds, bounds[1:]):
             tasks.append(ChunkTask(index, str(item.path), start, end, options, root, collect,
-                                   run, whole_file=len(bounds) == 2))
+                                   run))
     return tasks
 
 
