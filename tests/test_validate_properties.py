@@ -322,3 +322,36 @@ def test_a_read_error_reaches_the_caller(tmp_path, monkeypatch):
     monkeypatch.setattr(validate_runner, "read_pieces", unreadable)
     with pytest.raises(OSError, match="Input/output error"):
         validate_paths([path], ValidationOptions(workers=1))
+
+
+def _fail_on_the_third_chunk(task):
+    from phiv_data.validate.chunk import validate_chunk
+
+    if task.start > 0 and task.start == _THIRD_CHUNK_START[0]:
+        raise RuntimeError("worker lost its disk")
+    return validate_chunk(task)
+
+
+_THIRD_CHUNK_START = [0]
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="patches the forked workers")
+def test_a_failing_worker_is_one_error_naming_the_cause(tmp_path, monkeypatch):
+    # Results are merged as they arrive; a worker that fails midway still ends the run with
+    # a DataError saying what failed and what to do, not a traceback or a partial report.
+    from phiv_data.errors import DataError
+
+    path = tmp_path / "data.jsonl"
+    path.write_bytes(b"".join(orjson.dumps({"id": f"r{index}", "conversations": [
+        {"user": "u" * 40, "assistant": "a"}]}) + b"\n" for index in range(2000)))
+    monkeypatch.setattr(validate_runner, "MIN_CHUNK_BYTES", 4096)
+    options = ValidationOptions(workers=2, check_images="none")
+    tasks = validate_runner.plan_chunks(validate_runner.resolve_inputs([path], options),
+                                        options, 2)
+    assert len(tasks) > 4
+    _THIRD_CHUNK_START[0] = tasks[2].start
+    monkeypatch.setattr(validate_runner, "validate_chunk", _fail_on_the_third_chunk)
+    with pytest.raises(DataError) as raised:
+        validate_paths([path], options)
+    assert "RuntimeError: worker lost its disk" in str(raised.value)
+    assert "--workers 1" in raised.value.hint

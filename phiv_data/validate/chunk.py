@@ -257,7 +257,7 @@ class _ChunkValidator:
             too_long[0] = skipped + first
         if b"\r" in data or b"\r" in head:
             for index, line in enumerate(lines):
-                if line.endswith(b"\r\n") or line.endswith(b"\r"):
+                if line.endswith((b"\r\n", b"\r")):
                     lines[index] = line[:line.rindex(b"\r")]
                     result.crlf += 1
                     if result.first_crlf is None:

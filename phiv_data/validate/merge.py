@@ -8,6 +8,7 @@ different names, and images shared between the files given together (train/eval 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 from phiv_data.validate.chunk import ChunkResult
 from phiv_data.validate.issues import Issue
@@ -75,9 +76,11 @@ def _field_order(field: str | None) -> tuple:
     return tuple(int(part) if part.isdecimal() else part for part in re.split(r"(\d+)", field))
 
 
-def merge_results(results: list[ChunkResult], summaries: list[FileSummary],
+def merge_results(chunk_results: Iterable[ChunkResult], summaries: list[FileSummary],
                   options: ValidationOptions) -> list[Issue]:
-    """Fill ``summaries`` from chunk results and return every issue, by file and line."""
+    """Fill ``summaries`` from chunk results (in task order, taken one at a time as they
+    come) and return every issue, by file and line."""
+    results: list[ChunkResult] = []
     issues: list[Issue] = []
     file_of_issue: list[int] = []
     bases: list[int] = []
@@ -90,7 +93,8 @@ def merge_results(results: list[ChunkResult], summaries: list[FileSummary],
         issues.extend(found)
         file_of_issue.extend([index] * len(found))
 
-    for result in results:
+    for result in chunk_results:
+        results.append(result)
         index = result.file_index
         summary = summaries[index]
         base = lines_so_far[index]

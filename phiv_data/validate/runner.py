@@ -213,16 +213,17 @@ def _validate_and_hash(task: ChunkTask) -> tuple[ChunkResult, str]:
     return result, digest.hexdigest()
 
 
-def run_tasks(tasks: list[ChunkTask], workers: int, inputs: list[InputFile]
-              ) -> tuple[list[ChunkResult], dict[int, str]]:
-    """Validate every chunk; return results in task order and each file's sha256."""
-    hashes: dict[int, str] = {}
+def iter_results(tasks: list[ChunkTask], workers: int, inputs: list[InputFile],
+                 hashes: dict[int, str]) -> Iterator[ChunkResult]:
+    """Validate every chunk; yield the results in task order, each as soon as it is ready,
+    so that the merge folds one in while workers are still validating later ones (its
+    duplicate-id pass would otherwise run alone after the last chunk). Each file's sha256
+    is in ``hashes`` once the iterator is exhausted."""
     if workers <= 1 or len(tasks) <= 1:  # one chunk per file (plan_chunks)
-        results = []
         for task in tasks:
             result, hashes[task.file_index] = _validate_and_hash(task)
-            results.append(result)
-        return results, hashes
+            yield result
+        return
     from concurrent.futures import ProcessPoolExecutor
 
     with ProcessPoolExecutor(max_workers=min(workers, len(tasks)),
@@ -230,17 +231,23 @@ def run_tasks(tasks: list[ChunkTask], workers: int, inputs: list[InputFile]
         futures = [pool.submit(validate_chunk, task) for task in tasks]
         hashing = _hash_files(inputs, hashes)  # after the workers are forked
         try:
-            results = [future.result() for future in futures]
-        except PhivError:
+            for future in futures:
+                try:
+                    result = future.result()
+                except PhivError:
+                    raise
+                except Exception as error:  # a worker crashed: say where, not a traceback
+                    if os.environ.get("PHIV_DEBUG"):
+                        raise
+                    raise DataError(f"a validation worker failed: {type(error).__name__}: "
+                                    f"{error}", hint="rerun with --workers 1 (and "
+                                    "PHIV_DEBUG=1) to see where") from None
+                yield result
+        except BaseException:
+            for future in futures:  # do not wait for chunks nobody will read
+                future.cancel()
             raise
-        except Exception as error:  # a worker crashed: say where, not a traceback
-            if os.environ.get("PHIV_DEBUG"):
-                raise
-            raise DataError(f"a validation worker failed: {type(error).__name__}: {error}",
-                            hint="rerun with --workers 1 (and PHIV_DEBUG=1) to see "
-                            "where") from None
     hashing.join()
-    return results, hashes
 
 
 def validate_paths(paths: list[str | Path], options: ValidationOptions | None = None
@@ -267,16 +274,16 @@ def validate_paths(paths: list[str | Path], options: ValidationOptions | None = 
     workers = options.worker_count
     before = {index: _fingerprint(item.path) for index, item in enumerate(inputs)}
     tasks = plan_chunks(inputs, options, workers)
-    results, hashes = run_tasks(tasks, workers, inputs)
+    hashes: dict[int, str] = {}
+    summaries = [FileSummary(item.path, item.shown, item.images_root,
+                             bool(item.images_root and item.images_root.is_dir()), item.split)
+                 for item in inputs]
+    issues = merge_results(iter_results(tasks, workers, inputs, hashes), summaries, options)
     for index, item in enumerate(inputs):
         if _fingerprint(item.path) != before[index]:
             raise DataError(f"{item.shown}: changed while being validated",
                             hint="run the validation again once nothing writes to it")
-    summaries = [FileSummary(item.path, item.shown, item.images_root,
-                             bool(item.images_root and item.images_root.is_dir()), item.split,
-                             sha256=hashes[index])
-                 for index, item in enumerate(inputs)]
-    issues = merge_results(results, summaries, options)
+        summaries[index].sha256 = hashes[index]
     return ValidationReport(summaries, issues, options,
                             tokens_estimated=options.tokenizer is None,
                             seconds=time.perf_counter() - started)
