@@ -26,6 +26,10 @@ finds every image without writing millions of files; the lookup cost per referen
 same whether a frame is referenced once or many times, but not whatever the size of the
 pool: a larger set of known files misses the CPU caches more (the ``--large-pool`` row).
 
+It also measures, in-process, the serial part of a ``--workers N`` run that more cores
+cannot shorten: the time from the last chunk's result reaching the parent to the report
+(merging, sorting, the manifest's sha256 thread joining), next to the whole run.
+
 With ``--interleave N`` it then runs N rounds, each a bare parse, ``validate --workers 1``
 and ``validate --workers 1 --check-images none`` in turn, and prints the best and the
 median of each: on a machine shared with other work, alternating keeps the load the same
@@ -243,6 +247,11 @@ def main() -> None:
           f"{images / decode_one[0]:,.0f} images/s ({images / net_one:,.0f} without start-up); "
           f"--workers {args.workers} {images / decode_all[0]:,.0f} images/s "
           f"({images / net_all:,.0f} without start-up)")
+    if args.workers > 1:
+        tail, total = serial_tail(big, work / "images", args.workers, args.repeat)
+        print(f"serial part of --workers {args.workers} (in-process, median of {args.repeat}): "
+              f"{tail * 1000:.0f} ms after the last chunk's result, of {total:.2f} s, plus "
+              f"start-up {startup[0]:.2f} s")
     if args.interleave:
         interleaved({"bare orjson parse": [sys.executable, "-c", BASELINE, str(big)],
                      "validate --workers 1": cli + ["validate", str(big), "--workers", "1"]
@@ -252,6 +261,35 @@ def main() -> None:
                     args.interleave)
     if args.dir is None:
         shutil.rmtree(work)
+
+
+def serial_tail(path: Path, root: Path, workers: int, repeat: int) -> tuple[float, float]:
+    """Median seconds from the last chunk's result arriving to ``validate_paths`` returning,
+    and median seconds of the whole call (process pool included)."""
+    from concurrent.futures import Future
+
+    from phiv_data.validate import ValidationOptions, validate_paths
+
+    arrived = [0.0]
+    result = Future.result
+
+    def noted(self, timeout=None):  # every result the parent waits for, timed
+        value = result(self, timeout)
+        arrived[0] = time.perf_counter()
+        return value
+
+    tails, totals = [], []
+    Future.result = noted
+    try:
+        for _ in range(repeat):
+            started = time.perf_counter()
+            validate_paths([path], ValidationOptions(workers=workers, images_root=root))
+            ended = time.perf_counter()
+            tails.append(ended - arrived[0])
+            totals.append(ended - started)
+    finally:
+        Future.result = result
+    return statistics.median(tails), statistics.median(totals)
 
 
 def interleaved(commands: dict[str, list[str]], rounds: int) -> None:
