@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import tempfile
+from functools import partial
 from pathlib import Path
 
 import orjson
@@ -324,18 +325,14 @@ def test_a_read_error_reaches_the_caller(tmp_path, monkeypatch):
         validate_paths([path], ValidationOptions(workers=1))
 
 
-def _fail_on_the_third_chunk(task):
+def _fail_at(start, task):
     from phiv_data.validate.chunk import validate_chunk
 
-    if task.start > 0 and task.start == _THIRD_CHUNK_START[0]:
+    if task.start == start:
         raise RuntimeError("worker lost its disk")
     return validate_chunk(task)
 
 
-_THIRD_CHUNK_START = [0]
-
-
-@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="patches the forked workers")
 def test_a_failing_worker_is_one_error_naming_the_cause(tmp_path, monkeypatch):
     # Results are merged as they arrive; a worker that fails midway still ends the run with
     # a DataError saying what failed and what to do, not a traceback or a partial report.
@@ -349,8 +346,7 @@ def test_a_failing_worker_is_one_error_naming_the_cause(tmp_path, monkeypatch):
     tasks = validate_runner.plan_chunks(validate_runner.resolve_inputs([path], options),
                                         options, 2)
     assert len(tasks) > 4
-    _THIRD_CHUNK_START[0] = tasks[2].start
-    monkeypatch.setattr(validate_runner, "validate_chunk", _fail_on_the_third_chunk)
+    monkeypatch.setattr(validate_runner, "validate_chunk", partial(_fail_at, tasks[2].start))
     with pytest.raises(DataError) as raised:
         validate_paths([path], options)
     assert "RuntimeError: worker lost its disk" in str(raised.value)
