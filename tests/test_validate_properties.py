@@ -156,9 +156,12 @@ def test_workers_and_chunking_do_not_change_the_result(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("limit", [1024, 4096])
-def test_long_lines_are_reported_without_reading_them_whole(tmp_path, limit):
+@pytest.mark.parametrize("times", [5, 1.5])
+def test_long_lines_are_reported_without_reading_them_whole(tmp_path, limit, times):
+    # 1.5x the limit: the line spans two blocks and is met whole, valid JSON, yet too long.
     good = orjson.dumps({"id": "a", "conversations": [{"user": "u", "assistant": "a"}]})
-    huge = b'{"id": "' + b"x" * (limit * 5) + b'"}'
+    huge = orjson.dumps({"id": "h" + "x" * int(limit * times), "conversations": [
+        {"user": "u", "assistant": "a"}]})
     path = tmp_path / "data.jsonl"
     path.write_bytes(good + b"\n" + huge + b"\n" + good.replace(b'"a"', b'"b"', 1) + b"\n")
     report = validate_paths([path], ValidationOptions(workers=1, max_line_bytes=limit))

@@ -251,10 +251,9 @@ class _ChunkValidator:
         count = len(lines)
         base = result.lines  # lines before this block, within the chunk
         result.lines += count
-        too_long: dict[int, int] = {}
+        # Only a block's first line can exceed the limit (blocks are no longer than it).
         first = len(lines[0]) - lines[0].endswith(b"\n")
-        if skipped or first > options.max_line_bytes:
-            too_long[0] = skipped + first
+        too_long = skipped + first if skipped or first > options.max_line_bytes else None
         if b"\r" in data or b"\r" in head:
             for index, line in enumerate(lines):
                 if line.endswith((b"\r\n", b"\r")):
@@ -361,19 +360,22 @@ class _ChunkValidator:
             self._token_budget(where(), bad)
         return rest
 
-    def _decode(self, lines: list[bytes], base: int, too_long: dict[int, int],
+    def _decode(self, lines: list[bytes], base: int, too_long: int | None,
                 precise: set[int]) -> tuple[list, bool]:
         """The records of ``lines`` (``None`` where a line is not one), and whether they
-        all came from the fast path."""
-        if not too_long:
+        all came from the fast path. ``too_long``: the length of the first line when it
+        exceeds the limit; it is reported and not parsed, even when it would decode."""
+        records: list = []
+        if too_long is None:
             try:
                 return list(map(decode_record, lines)), True  # the common case
             except DecodeError:
                 pass
-        records: list = []
+        else:
+            records.append(self._slow(lines[0], base + 1, too_long))
         append = records.append
         count = len(lines)
-        start = 0
+        start = len(records)
         while start < count:
             try:
                 for line in islice(lines, start, None) if start else lines:
@@ -381,7 +383,7 @@ class _ChunkValidator:
                 break
             except DecodeError:
                 index = len(records)
-                append(self._slow(lines[index], base + index + 1, too_long.get(index)))
+                append(self._slow(lines[index], base + index + 1, None))
                 if records[-1] is not None:
                     precise.add(index)
                 start = index + 1
