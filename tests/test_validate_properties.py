@@ -354,3 +354,60 @@ def test_a_failing_worker_is_one_error_naming_the_cause(tmp_path, monkeypatch):
         validate_paths([path], options)
     assert "RuntimeError: worker lost its disk" in str(raised.value)
     assert "--workers 1" in raised.value.hint
+
+
+_LINE_KINDS = st.sampled_from([
+    b'{"id": "r", "conversations": [{"user": "u", "assistant": "a"}]}',
+    b'{"id": "q", "conversations": [{"user": " ", "assistant": "x<|end|>"}]}',
+    b'{"id": "n", "conversations": [{"user": "u", "assistant": null}]}',
+    b'{"id": 7, "conversations": []}',
+    b'{"id": "t", "conversations": [',
+    b'{"id": "m", "conversations": [{"user": "u", "assistant": "a"}], "meta": {"k": "\xc3\xa9"}}',
+    b'{"id": "b", "conversations": [{"user": "u\xff", "assistant": "a"}]}',
+    b"", b"  ", b"[1]",
+])
+
+
+@st.composite
+def jsonl_files(draw) -> bytes:
+    """Files of known good and bad lines, some long, some ending in CR, with or without a
+    final newline or a BOM: every boundary case of the block reader."""
+    lines = []
+    for index in range(draw(st.integers(0, 40))):
+        line = draw(_LINE_KINDS).replace(b'"id": "', b'"id": "%d' % (index % 9), 1)
+        if draw(st.integers(0, 9)) == 0:  # long: 0.5x to 3x the 1024-byte limit below
+            line = b'{"id": "L%d", "conversations": [{"user": "%s", "assistant": "a"}]}' % (
+                index, b"w" * draw(st.integers(500, 3000)))
+        lines.append(line + (b"\r" if draw(st.integers(0, 9)) == 0 else b""))
+    content = b"\n".join(lines) + (b"\n" if draw(st.booleans()) else b"")
+    return (b"\xef\xbb\xbf" if draw(st.integers(0, 9)) == 0 else b"") + content
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(jsonl_files())
+def test_how_a_file_is_read_never_changes_the_report(content):
+    # The same file read whole, in tiny pieces and blocks, and cut over two workers must
+    # give the same issues and counts (this found long lines met whole being accepted).
+    from phiv_data.validate import chunk
+
+    def report(workers=1, read_bytes=None, block_bytes=None, min_chunk=None):
+        saved = chunk.READ_BYTES, chunk.BLOCK_BYTES, validate_runner.MIN_CHUNK_BYTES
+        chunk.READ_BYTES = read_bytes or saved[0]
+        chunk.BLOCK_BYTES = block_bytes or saved[1]
+        validate_runner.MIN_CHUNK_BYTES = min_chunk or saved[2]
+        try:
+            with tempfile.TemporaryDirectory() as folder:
+                path = Path(folder) / "data.jsonl"
+                path.write_bytes(content)
+                found = validate_paths([path], ValidationOptions(
+                    workers=workers, check_images="none", max_line_bytes=1024))
+        finally:
+            chunk.READ_BYTES, chunk.BLOCK_BYTES, validate_runner.MIN_CHUNK_BYTES = saved
+        summary = found.files[0]
+        return ([(issue.code, issue.line, issue.field) for issue in found.issues],
+                summary.lines, summary.records, dict(summary.labels), summary.sha256)
+
+    whole = report()
+    assert report(read_bytes=700, block_bytes=300) == whole
+    assert report(workers=2, min_chunk=2048) == whole
+    assert all(line is None or line >= 1 for _, line, _ in whole[0])
