@@ -221,6 +221,32 @@ def test_images_shared_between_files_are_leakage_warnings(tmp_path):
     assert [issue.code for issue in exists.issues] == ["W-LEAK-SHARED"]
 
 
+def test_leakage_warnings_come_in_the_same_order_in_every_process(tmp_path):
+    # Several images shared on one line are listed by name, not in set order, which
+    # follows str hashes and so changed from one run of phiv-data to the next.
+    import os
+    import subprocess
+    import sys
+
+    root = tmp_path / "images"
+    root.mkdir()
+    names = [f"frame{index}.png" for index in range(12)]
+    for index, name in enumerate(names):
+        Image.new("RGB", (8, 8), (index, 0, 0)).save(root / name)
+    train = write_jsonl(tmp_path / "x_train.jsonl", [names], "t")
+    val = write_jsonl(tmp_path / "x_val.jsonl", [list(reversed(names))], "v")
+    outputs = []
+    for seed in ("1", "2", "3"):
+        done = subprocess.run(
+            [sys.executable, "-m", "phiv_data", "validate", str(train), str(val)],
+            capture_output=True, text=True, env={**os.environ, "PYTHONHASHSEED": seed})
+        assert done.returncode == 0, done.stderr
+        outputs.append([line for line in done.stdout.splitlines() if "] " in line])
+    shared = [line for line in outputs[0] if "[W-LEAK-SHARED]" in line]
+    assert [line.split("'")[1] for line in shared] == sorted(names)
+    assert outputs[1] == outputs[0] and outputs[2] == outputs[0]
+
+
 def test_an_unusable_image_is_an_error_on_every_line_that_uses_it(tmp_path):
     root = tmp_path / "images"
     root.mkdir()

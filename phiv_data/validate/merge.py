@@ -204,7 +204,8 @@ def add_cross_file(results: list[ChunkResult], bases: list[int],
             for result, base in chunks:
                 for path, line in _reference_lines(result, base, relative).items():
                     located.setdefault(path, line)
-            for path in sorted(relative, key=lambda item: located.get(item, 0)):
+            # By line, then name: set order would differ from run to run (str hashes).
+            for path in sorted(relative, key=lambda item: (located.get(item, 0), item)):
                 other_index, other_shown = owners[root + path]
                 add(index, [Issue("W-LEAK-SHARED", f"image {path!r} is also used by "
                                   f"{other_shown}: train/eval leakage? keep it in one split "
