@@ -64,6 +64,7 @@ def test_tampered_file_fails_verification(tmp_path):
     assert invoke(path).exit_code == 0  # validating again vouches for the new bytes
     verify_dataset(tmp_path)
 
+
 def test_validating_again_with_the_same_outcome_keeps_the_manifest_bytes(tmp_path):
     path = make_dataset(tmp_path)
     assert invoke(path).exit_code == 0

@@ -372,7 +372,11 @@ class _ChunkValidator:
             except DecodeError:
                 pass
         else:
-            records.append(self._slow(lines[0], base + 1, too_long))
+            self.result.issues.append(Issue(
+                "E-LINE-TOO-LONG", f"line of {too_long:,} bytes exceeds the "
+                f"{self.options.max_line_bytes:,}-byte limit (not parsed); split or shorten it "
+                "(or raise --max-line-bytes)", None, base + 1))
+            records.append(None)
         append = records.append
         count = len(lines)
         start = len(records)
@@ -383,7 +387,7 @@ class _ChunkValidator:
                 break
             except DecodeError:
                 index = len(records)
-                append(self._slow(lines[index], base + index + 1, None))
+                append(self._slow(lines[index], base + index + 1))
                 if records[-1] is not None:
                     precise.add(index)
                 start = index + 1
@@ -405,19 +409,14 @@ class _ChunkValidator:
         for index in present:
             line = lines[index]
             if not meta_accepted(records[index], line, ascii_block or line.isascii()):
-                records[index] = self._slow(line, base + index + 1, None)
+                records[index] = self._slow(line, base + index + 1)
                 if records[index] is not None:
                     precise.add(index)
 
-    def _slow(self, raw: bytes, line: int, too_long: int | None):
+    def _slow(self, raw: bytes, line: int):
+        """Every problem of a line the fast path rejected (its record, if valid after all)."""
         if raw.endswith(b"\n"):
             raw = raw[:-1]
-        if too_long is not None:
-            self.result.issues.append(Issue(
-                "E-LINE-TOO-LONG", f"line of {too_long:,} bytes exceeds the "
-                f"{self.options.max_line_bytes:,}-byte limit (not parsed); split or shorten it "
-                "(or raise --max-line-bytes)", None, line))
-            return None
         issues, record = classify_line(raw, line)
         self.result.issues.extend(issues)
         return record
